@@ -1,0 +1,201 @@
+"""The ``medad`` command: a thin shell over the Python API (`medad.runs`, registries, store)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from medad.errors import MedadError
+
+app = typer.Typer(
+    help="Train, evaluate and compare anomaly-detection methods on medical images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(msg: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def parse_assignments(items: list[str], what: str) -> dict[str, Any]:
+    """``key=value`` strings → dict; values are parsed as YAML scalars (numbers, booleans, lists)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise MedadError(f"{what} {item!r}: expected key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise MedadError(f"{what} {item!r}: cannot parse the value ({exc})") from None
+    return out
+
+
+METRIC_LABELS = {
+    "image_auroc": "Image AUROC",
+    "image_ap": "Image AP",
+    "pixel_auroc": "Pixel AUROC",
+    "pixel_ap": "Pixel AP",
+    "best_dice": "Best Dice*",
+    "best_dice_paper": "Best Dice* (paper)",
+    "aupro": "AUPRO@0.3",
+}
+
+
+def metrics_table(
+    title: str, rows: list[tuple[str, dict[str, float]]], status: list[str] | None = None
+) -> Table:
+    """A Rich table of metrics in percent, one row per run (missing metrics shown as –)."""
+    present = [m for m in METRIC_LABELS if any(m in r for _, r in rows)]
+    oracle = any("best_dice" in r for _, r in rows)
+    table = Table(title=title, caption="* threshold chosen on the test masks (oracle)" if oracle else None)
+    table.add_column("run")
+    for m in present:
+        table.add_column(METRIC_LABELS[m], justify="right")
+    if status is not None:
+        table.add_column("status")
+    for i, (name, r) in enumerate(rows):
+        cells = [f"{100 * r[m]:.1f}" if m in r else "–" for m in present]
+        table.add_row(name, *cells, *([status[i]] if status is not None else []))
+    return table
+
+
+@app.command()
+def run(
+    method: Annotated[str, typer.Option("--method", "-m", help="Method name (see `medad methods`).")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (see `medad datasets`).")],
+    seed: Annotated[int, typer.Option(help="Random seed of training (weights, batches, augmentations).")] = 0,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: the dataset's or the paper's).")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override a method config field, e.g. --set latent_size=32 (repeatable).")] = [],  # noqa: B006
+    data_option: Annotated[list[str], typer.Option("--data-option", help="Dataset option, e.g. --data-option n_train=200 (repeatable).")] = [],  # noqa: B006
+    data_root: Annotated[Path | None, typer.Option(help="Folder where datasets on disk live (default: $MEDAD_DATA).")] = None,
+    out: Annotated[Path, typer.Option(help="Output root: run folders and results.sqlite.")] = Path("medad-runs"),
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto (GPU when available).")] = "auto",
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+) -> None:
+    """Train METHOD on DATASET, score its test split, evaluate and record the run."""
+    from medad.runs import RunSpec, execute
+
+    try:
+        overrides = parse_assignments(set_, "--set")
+        if epochs is not None:
+            overrides["epochs"] = epochs
+        spec = RunSpec(method, dataset, seed, overrides, parse_assignments(data_option, "--data-option"))
+        result = execute(
+            spec, out, data_root=data_root, device=device, progress=not json_ and sys.stderr.isatty(),
+            echo=None if json_ else (lambda m: err_console.print(f"[dim]{m}[/]", highlight=False)),
+        )  # fmt: skip
+    except MedadError as exc:
+        raise _fail(str(exc)) from None
+    if json_:
+        print(json.dumps({"run_id": result.run_id, **result.metrics, "run_dir": str(result.run_dir),
+                          "seconds": round(result.seconds, 3)}))  # fmt: skip
+    else:
+        console.print(metrics_table(f"{method} on {dataset} (seed {seed})", [(method, result.metrics)]))
+        console.print(f"run folder: {result.run_dir}", highlight=False)
+
+
+@app.command()
+def methods(
+    family: Annotated[str | None, typer.Option(help="Only this family, e.g. reconstruction.")] = None,
+    details: Annotated[bool, typer.Option("--details", help="Also show parameter counts and config defaults.")] = False,
+) -> None:
+    """List the registered methods: name, family, one-line description."""
+    from medad.methods.base import method_infos
+
+    infos = method_infos(family)
+    if not infos:
+        raise _fail(f"no methods in family {family!r}")
+    table = Table(title="medad methods")
+    table.add_column("name", style="bold")
+    table.add_column("family")
+    table.add_column("description")
+    if details:
+        table.add_column("parameters (64², 1 channel)", justify="right")
+        table.add_column("config defaults")
+    for info in infos:
+        cells = [info.name, info.family, info.description]
+        if details:
+            config = info.cls.Config()
+            try:
+                n = sum(p.numel() for p in info.cls(config, 1).parameters())
+                cells.append(f"{n:,}")
+            except MedadError as exc:  # e.g. pretrained weights not available
+                cells.append(f"n/a ({exc})")
+            cells.append(", ".join(f"{k}={v}" for k, v in config.model_dump().items()))
+        table.add_row(*cells)
+    console.print(table)
+
+
+@app.command()
+def datasets() -> None:
+    """List the registered datasets."""
+    from medad.data.base import dataset_infos
+
+    table = Table(title="medad datasets")
+    table.add_column("name", style="bold")
+    table.add_column("modality")
+    table.add_column("needs --data-root")
+    table.add_column("description")
+    for info in dataset_infos():
+        table.add_row(info.name, info.modality, "yes" if info.needs_root else "no", info.description)
+    console.print(table)
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (holds predictions.npz).")],
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Recompute a run's metrics from its saved predictions (no retraining)."""
+    from medad.runs import evaluate_run
+
+    try:
+        metrics = evaluate_run(run_dir)
+    except MedadError as exc:
+        raise _fail(str(exc)) from None
+    if json_:
+        print(json.dumps({**metrics, "run_dir": str(run_dir)}))
+    else:
+        console.print(metrics_table(str(run_dir), [(run_dir.name, metrics)]))
+
+
+@app.command()
+def results(
+    results_: Annotated[Path, typer.Option("--results", help="Output root holding results.sqlite.")] = Path("medad-runs"),
+    method: Annotated[str | None, typer.Option(help="Only this method.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """Show the runs recorded in the results store."""
+    from medad.results.store import STORE_NAME, ResultsStore
+
+    if not (results_ / STORE_NAME).is_file():
+        raise _fail(f"{results_ / STORE_NAME}: no results store here (run `medad run` first)")
+    try:
+        where = {k: v for k, v in {"method": method, "dataset": dataset}.items() if v}
+        rows = ResultsStore(results_).rows(**where)
+    except MedadError as exc:
+        raise _fail(str(exc)) from None
+    if json_:
+        for r in rows:
+            print(json.dumps({"run_id": r.run_id, "status": r.status, **r.metrics, "seconds": r.seconds}))
+        return
+    status = [r.status if r.status != "failed" else f"failed: {r.error}" for r in rows]
+    console.print(metrics_table(f"runs in {results_}", [(r.run_id, r.metrics) for r in rows], status))
+
+
+def main() -> None:  # pragma: no cover
+    app()

@@ -1,0 +1,186 @@
+"""Datasets read from folders: medad's generic layout and the MedIAnomaly ``data.json`` layout.
+
+Generic layout (your own data), either with explicit splits::
+
+    ROOT/train/normal/*            normal training images
+    ROOT/test/normal/*             normal test images
+    ROOT/test/abnormal/*           abnormal test images
+    ROOT/test/masks/*              optional: one mask per abnormal image, matched by file name
+
+or flat, in which case normal images are split into train and test with a seeded shuffle::
+
+    ROOT/normal/*  ROOT/abnormal/*  [ROOT/masks/*]
+
+A mask matches an image when its name without extension equals the image's, optionally followed by
+``_mask`` or ``_seg`` (``case1.png`` ↔ ``case1.png``, ``case1_mask.png``, ``case1.tif``).
+
+``data.json`` layout (PAPER.md): ``ROOT/images/*`` and ``ROOT/data.json`` holding
+``{"train": {"0": [...]}, "test": {"0": [...], "1": [...]}}``; other keys of ``train`` (the
+``"unlabeled"`` list some releases carry) are ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from medad.data.base import DatasetSource, Record, Split
+from medad.data.readers import is_image_file
+from medad.errors import MedadError
+
+MASK_SUFFIXES = ("", "_mask", "_seg")
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files directly inside `folder`, sorted by name; a clear error if there are none."""
+    if not folder.is_dir():
+        raise MedadError(f"{folder}: folder not found")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+    if not files:
+        raise MedadError(f"{folder}: no image files in this folder")
+    return files
+
+
+def match_masks(images: list[Path], mask_dir: Path) -> list[Path]:
+    """For each image the mask in `mask_dir` with the same name (see module docs)."""
+    if not mask_dir.is_dir():
+        raise MedadError(f"{mask_dir}: masks folder not found")
+    by_stem = {_stem(p): p for p in mask_dir.iterdir() if p.is_file() and is_image_file(p)}
+    out = []
+    for img in images:
+        stem = _stem(img)
+        found = next((by_stem[stem + s] for s in MASK_SUFFIXES if stem + s in by_stem), None)
+        if found is None:
+            raise MedadError(f"{img}: no mask named {stem}.* or {stem}_mask.* in {mask_dir}")
+        out.append(found)
+    return out
+
+
+def tree_fingerprint(name: str, files: list[Path]) -> str:
+    """Changes when any file is added, removed, resized or touched."""
+    h = hashlib.sha256(name.encode())
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+class FolderDataset(DatasetSource):
+    """medad's generic layout (see module docs); `test_fraction` applies to the flat variant."""
+
+    modality = "user data"
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        channels: int = 1,
+        test_fraction: float | None = None,
+        split_seed: int = 0,
+        name: str = "folder",
+    ) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise MedadError(f"{root}: dataset folder not found")
+        self.root, self.name, self.channels = root, name, channels
+        if (root / "train").is_dir():
+            train = list_images(root / "train" / "normal")
+            test_normal = list_images(root / "test" / "normal")
+            base = root / "test"
+        elif (root / "normal").is_dir():
+            normals = list_images(root / "normal")
+            order = np.random.default_rng(split_seed).permutation(len(normals))
+            n_abnormal = len(list_images(root / "abnormal"))
+            n_test = (
+                round(test_fraction * len(normals))
+                if test_fraction is not None
+                else min(n_abnormal, len(normals) // 2)
+            )
+            if not 1 <= n_test < len(normals):
+                raise MedadError(
+                    f"{root / 'normal'}: {len(normals)} normal images cannot give both a train "
+                    f"and a test split (test would hold {n_test}); add images or set test_fraction"
+                )
+            test_normal = sorted(normals[i] for i in order[:n_test])
+            train = sorted(normals[i] for i in order[n_test:])
+            base = root
+        else:
+            raise MedadError(
+                f"{root}: not a medad folder dataset; expected train/normal, test/normal, "
+                "test/abnormal (and optional test/masks), or normal/, abnormal/ (and masks/)"
+            )
+        abnormal = list_images(base / "abnormal")
+        self.has_masks = (base / "masks").is_dir()
+        masks = match_masks(abnormal, base / "masks") if self.has_masks else [None] * len(abnormal)
+        self._records: dict[Split, list[Record]] = {
+            "train": [Record(f"train/{p.name}", 0, p) for p in train],
+            "test": [Record(f"normal/{p.name}", 0, p) for p in test_normal]
+            + [Record(f"abnormal/{p.name}", 1, p, m) for p, m in zip(abnormal, masks, strict=True)],
+        }
+        files = train + test_normal + abnormal + [m for m in masks if m is not None]
+        self._fingerprint = tree_fingerprint(f"{name}|{split_seed}|{test_fraction}", files)
+
+    def records(self, split: Split) -> list[Record]:
+        return list(self._records[split])
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+
+class DataJsonDataset(DatasetSource):
+    """The MedIAnomaly release layout: ``ROOT/images/*`` + ``ROOT/data.json``."""
+
+    def __init__(self, root: Path, *, channels: int = 1, name: str = "datajson") -> None:
+        root = Path(root)
+        spec_path = root / "data.json"
+        if not spec_path.is_file():
+            raise MedadError(f"{spec_path}: file not found (expected the data.json layout)")
+        try:
+            spec = json.loads(spec_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MedadError(f"{spec_path}: not valid JSON ({exc})") from exc
+        self.root, self.name, self.channels = root, name, channels
+        image_dir = root / "images"
+
+        def files(split: str, label: str) -> list[Path]:
+            try:
+                names = spec[split][label]
+            except (KeyError, TypeError):
+                raise MedadError(f'{spec_path}: missing the list "{split}" → "{label}"') from None
+            if not isinstance(names, list) or not names:
+                raise MedadError(f'{spec_path}: "{split}" → "{label}" must be a non-empty list')
+            paths = [image_dir / str(n) for n in names]
+            missing = [p for p in paths if not p.is_file()]
+            if missing:
+                more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+                raise MedadError(f"{missing[0]}: listed in {spec_path} but not found{more}")
+            return paths
+
+        train, normal, abnormal = files("train", "0"), files("test", "0"), files("test", "1")
+        self._records: dict[Split, list[Record]] = {
+            "train": [Record(p.name, 0, p) for p in train],
+            "test": [Record(p.name, 0, p) for p in normal] + [Record(p.name, 1, p) for p in abnormal],
+        }
+        self._fingerprint = tree_fingerprint(name, [spec_path, *train, *normal, *abnormal])
+
+    def records(self, split: Split) -> list[Record]:
+        return list(self._records[split])
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+
+def detect_layout(root: Path, **options: object) -> DatasetSource:
+    """Open a folder with whichever supported layout it holds."""
+    root = Path(root)
+    if (root / "data.json").is_file():
+        return DataJsonDataset(root, **options)  # type: ignore[arg-type]
+    return FolderDataset(root, **options)  # type: ignore[arg-type]

@@ -1,0 +1,191 @@
+"""Decode, resize and cache a dataset split once, as uint8 arrays.
+
+Every dataset goes through the same path: records → decoded float image in [0, 1] → channel
+conversion (grayscale stays 1-channel) → resize → uint8. The result is held in memory and, when a
+cache folder is given, saved as one ``.npz`` per (dataset content, split, preprocessing), so later
+runs and later epochs never touch a decoder again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from medad.data.base import DatasetSource, Record, Split
+from medad.data.readers import read_image, read_mask, to_channels
+from medad.errors import MedadError
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a method wants its images (PAPER.md, "Preprocessing").
+
+    `resize="stretch"` resizes to size×size ignoring the aspect ratio (reconstruction family);
+    `resize="shorter"` scales the shorter side to `size` and centre-crops a size×size square
+    (one-stage SSL: later random/centre crops of 224 px all lie inside it).
+    """
+
+    size: int = 64
+    channels: int = 1
+    resize: Literal["stretch", "shorter"] = "stretch"
+    #: range of the float tensors given to the method (the cache itself is uint8)
+    value_range: tuple[float, float] = (-1.0, 1.0)
+
+    def key(self) -> str:
+        d = asdict(self)
+        d.pop("value_range")  # the cache is uint8 and does not depend on it
+        return json.dumps(d, sort_keys=True)
+
+
+@dataclass
+class ArraySplit:
+    """A decoded split: images uint8 [N, C, H, W], labels int64 [N], masks bool [N, H, W] or None."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray | None
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def has_masks(self) -> bool:
+        return self.masks is not None
+
+
+def _to_float01(image: np.ndarray, where: str) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    image = np.asarray(image, dtype=np.float32)
+    if not np.isfinite(image).all() or image.min() < 0.0 or image.max() > 1.0:
+        raise MedadError(f"{where}: in-memory image must be uint8 or float in [0, 1]")
+    return image
+
+
+def _resize_float(image: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """Resize a float [0,1] (H, W) or (H, W, C) image per `pre`; returns (C, S, S) float32."""
+    chans = image[..., None] if image.ndim == 2 else image
+    h, w = chans.shape[:2]
+    if pre.resize == "stretch":
+        target, crop = (pre.size, pre.size), None
+    else:
+        scale = pre.size / min(h, w)
+        target = (max(pre.size, round(w * scale)), max(pre.size, round(h * scale)))
+        crop = ((target[1] - pre.size) // 2, (target[0] - pre.size) // 2)
+    out = []
+    for c in range(chans.shape[2]):
+        pil = Image.fromarray(np.ascontiguousarray(chans[..., c], dtype=np.float32), mode="F")
+        arr = np.asarray(pil.resize(target, Image.Resampling.BILINEAR), dtype=np.float32)
+        if crop is not None:
+            arr = arr[crop[0] : crop[0] + pre.size, crop[1] : crop[1] + pre.size]
+        out.append(arr)
+    return np.stack(out)
+
+
+def _resize_mask(mask: np.ndarray, pre: Preprocess) -> np.ndarray:
+    h, w = mask.shape
+    pil = Image.fromarray(mask.astype(np.uint8) * 255)
+    if pre.resize == "stretch":
+        return np.asarray(pil.resize((pre.size, pre.size), Image.Resampling.NEAREST)) > 0
+    scale = pre.size / min(h, w)
+    tw, th = max(pre.size, round(w * scale)), max(pre.size, round(h * scale))
+    arr = np.asarray(pil.resize((tw, th), Image.Resampling.NEAREST)) > 0
+    top, left = (th - pre.size) // 2, (tw - pre.size) // 2
+    return arr[top : top + pre.size, left : left + pre.size]
+
+
+def decode_record(record: Record, pre: Preprocess) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decode one record → (uint8 image [C, S, S], bool mask [S, S] or None)."""
+    if isinstance(record.image, np.ndarray):
+        where = f"record {record.id}"
+        image = _to_float01(record.image, where)
+    else:
+        where = str(record.image)
+        image = read_image(record.image)
+    image = to_channels(image, pre.channels)
+    size_hw = image.shape[:2]
+    resized = _resize_float(image, pre)
+    image_u8 = np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8)
+    mask = None
+    if record.mask is not None:
+        if isinstance(record.mask, np.ndarray):
+            mask_raw, mwhere = record.mask.astype(bool), f"mask of record {record.id}"
+        else:
+            mask_raw, mwhere = read_mask(record.mask), str(record.mask)
+        if mask_raw.shape != size_hw:
+            raise MedadError(
+                f"{mwhere}: mask is {mask_raw.shape[1]}x{mask_raw.shape[0]} but its image "
+                f"{where} is {size_hw[1]}x{size_hw[0]}; masks must match their image's size"
+            )
+        mask = _resize_mask(mask_raw, pre)
+    return image_u8, mask
+
+
+def decode_records(records: list[Record], pre: Preprocess, with_masks: bool) -> ArraySplit:
+    """Decode a list of records into an `ArraySplit` (masks all-False for records without one)."""
+    if not records:
+        raise MedadError("the split is empty: no images were found")
+    n, s = len(records), pre.size
+    images = np.empty((n, pre.channels, s, s), dtype=np.uint8)
+    masks = np.zeros((n, s, s), dtype=bool) if with_masks else None
+    for i, rec in enumerate(records):
+        img, mask = decode_record(rec, pre)
+        images[i] = img
+        if masks is not None and mask is not None:
+            masks[i] = mask
+    labels = np.array([r.label for r in records], dtype=np.int64)
+    return ArraySplit(images, labels, masks, [r.id for r in records])
+
+
+def _cache_file(cache_dir: Path, dataset: DatasetSource, split: Split, pre: Preprocess) -> Path:
+    key = json.dumps([CACHE_VERSION, dataset.fingerprint(), split, pre.key()])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    return cache_dir / f"{dataset.name}-{split}-{pre.size}px-{digest}.npz"
+
+
+def load_split(
+    dataset: DatasetSource, split: Split, pre: Preprocess, cache_dir: Path | None = None
+) -> ArraySplit:
+    """Decode `split` of `dataset` per `pre`, reusing (and filling) the on-disk cache if given."""
+    path = _cache_file(cache_dir, dataset, split, pre) if cache_dir is not None else None
+    if path is not None and path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                masks = z["masks"] if "masks" in z.files else None
+                return ArraySplit(z["images"], z["labels"], masks, [str(i) for i in z["ids"]])
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt, never trusted
+    records = dataset.records(split)
+    with_masks = split == "test" and dataset.has_masks
+    arrays = decode_records(records, pre, with_masks)
+    if split == "train" and arrays.labels.any():
+        raise MedadError(f"dataset {dataset.name}: the train split must hold normal images only")
+    if path is not None:
+        _save_atomic(path, arrays)
+    return arrays
+
+
+def _save_atomic(path: Path, arrays: ArraySplit) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"images": arrays.images, "labels": arrays.labels, "ids": np.array(arrays.ids)}
+    if arrays.masks is not None:
+        payload["masks"] = arrays.masks
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

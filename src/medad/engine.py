@@ -1,0 +1,207 @@
+"""The one loop that trains and scores every method.
+
+`train` runs a method's stages (each a number of epochs with one or more alternating optimisers:
+a GAN is two phases of one stage, not a second loop), then its `fit` (density, memory bank).
+`predict` scores a split in batches into image scores [N] and maps [N, H, W] (None for methods
+without maps). Both work on the uint8 arrays of `medad.data.loading` and convert batch by batch.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from medad.data.loading import ArraySplit, Preprocess
+from medad.errors import MedadError
+from medad.methods.base import Method, Stage
+from medad.predictions import Predictions
+
+Log = Callable[[str], None]
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """``None``/``"auto"`` picks CUDA when available, else Apple MPS, else the CPU."""
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise MedadError(f"unknown device {device!r}: use cpu, cuda, cuda:N, mps or auto") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MedadError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices); cuDNN in its deterministic mode."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def to_float(images: np.ndarray, pre: Preprocess, device: torch.device) -> torch.Tensor:
+    """uint8 [B, C, H, W] → float32 in `pre.value_range` on `device`."""
+    lo, hi = pre.value_range
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device=device, dtype=torch.float32)
+    return x * ((hi - lo) / 255.0) + lo
+
+
+@dataclass
+class TrainHistory:
+    """Mean loss per (stage, epoch) and the wall time of training and fitting."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    steps: int = 0
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator | None) -> list[np.ndarray]:
+    order = torch.randperm(n, generator=gen).numpy() if gen is not None else np.arange(n)
+    parts = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if gen is not None and len(parts) > 1 and len(parts[-1]) == 1:
+        parts.pop()  # a batch of one breaks BatchNorm in training mode
+    return parts
+
+
+def _loss_dict(out: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return {"loss": out}
+    if "loss" not in out:
+        raise MedadError("a method's training_loss must return a tensor or a dict with 'loss'")
+    return out
+
+
+def train(
+    method: Method,
+    data: ArraySplit,
+    pre: Preprocess,
+    *,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    log: Log | None = None,
+) -> TrainHistory:
+    """Train `method` on the (normal-only) split `data`, then call its `fit`."""
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    seed_everything(seed)
+    method.rng = np.random.default_rng(seed)
+    method.to(dev)
+    gen = torch.Generator().manual_seed(seed)
+    stages: list[Stage] = method.stages()
+    bs = method.config.batch_size
+    history = TrainHistory()
+    start = time.perf_counter()
+    total = sum(s.epochs * math.ceil(len(data) / bs) for s in stages)
+    bar = _progress(progress)
+    with bar:
+        task = bar.add_task(method.name, total=total, loss=float("nan"))
+        for stage in stages:
+            opts = [
+                torch.optim.Adam(p.params, lr=p.lr, betas=p.betas, weight_decay=p.weight_decay)
+                for p in stage.phases
+            ]
+            for epoch in range(stage.epochs):
+                method.train()
+                sums: dict[str, float] = {}
+                count = 0
+                for idx in _batches(len(data), bs, gen):
+                    x = method.train_transform(to_float(data.images[idx], pre, dev))
+                    for phase, opt in zip(stage.phases, opts, strict=True):
+                        for _ in range(phase.repeats):
+                            opt.zero_grad(set_to_none=True)
+                            losses = _loss_dict(method.training_loss(x, stage.name, phase.name))
+                            loss = losses["loss"]
+                            if not torch.isfinite(loss):
+                                raise MedadError(
+                                    f"{method.name}: loss became {loss.item()} in stage "
+                                    f"{stage.name!r}, epoch {epoch + 1}; lower the learning rate"
+                                )
+                            loss.backward()
+                            opt.step()
+                        for k, v in losses.items():
+                            key = f"{phase.name}/{k}" if len(stage.phases) > 1 else k
+                            sums[key] = sums.get(key, 0.0) + float(v.detach())
+                    count += 1
+                    history.steps += 1
+                    bar.update(task, advance=1, loss=sums.get("loss", next(iter(sums.values()))) / count)
+                means = {k: v / count for k, v in sums.items()}
+                history.epochs.append({"stage": stage.name, "epoch": epoch + 1, **means})  # type: ignore[dict-item]
+                if log is not None:
+                    text = " ".join(f"{k}={v:.5g}" for k, v in means.items())
+                    log(f"stage {stage.name} epoch {epoch + 1}/{stage.epochs} {text}")
+    method.eval()
+
+    def train_batches() -> Iterator[torch.Tensor]:
+        for idx in _batches(len(data), bs, None):
+            yield to_float(data.images[idx], pre, dev)
+
+    with torch.no_grad():
+        method.fit(train_batches)
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("loss {task.fields[loss]:.4g}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=True,
+    )
+
+
+def predict(
+    method: Method,
+    data: ArraySplit,
+    pre: Preprocess,
+    *,
+    device: torch.device | str | None = None,
+    batch_size: int | None = None,
+) -> Predictions:
+    """Score every image of `data` in batches (evaluation mode, no gradients unless the method
+    asks for them itself, e.g. gradient-based scores)."""
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    method.to(dev).eval()
+    bs = batch_size or method.config.batch_size
+    scores, maps = [], []
+    with torch.no_grad():
+        for idx in _batches(len(data), bs, None):
+            out = method.score(to_float(data.images[idx], pre, dev))
+            s = out.image_scores.detach().reshape(-1)
+            if s.shape[0] != len(idx):
+                raise MedadError(f"{method.name}: score() returned {s.shape[0]} scores for {len(idx)} images")
+            scores.append(s.double().cpu().numpy())
+            if out.maps is not None:
+                m = out.maps.detach()
+                if tuple(m.shape) != (len(idx), pre.size, pre.size):
+                    raise MedadError(
+                        f"{method.name}: maps of shape {tuple(m.shape)}, expected "
+                        f"{(len(idx), pre.size, pre.size)}"
+                    )
+                maps.append(m.float().cpu().numpy())
+    image_scores = np.concatenate(scores)
+    if not np.isfinite(image_scores).all():
+        raise MedadError(f"{method.name}: non-finite anomaly scores (training diverged?)")
+    return Predictions(
+        ids=list(data.ids),
+        labels=data.labels.copy(),
+        image_scores=image_scores,
+        maps=np.concatenate(maps) if maps else None,
+        masks=data.masks,
+    )

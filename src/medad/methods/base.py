@@ -1,0 +1,169 @@
+"""The method interface and the explicit method registry.
+
+A method is a plain `nn.Module` plus three short rules beside it: how it is optimised
+(`stages`), what it minimises (`training_loss`) and how it scores (`score`). The one engine
+(`medad.engine`) runs every method through these, so no method owns a training loop. Methods
+that are fitted rather than trained (a Gaussian density, a memory bank) implement `fit`, which the
+engine calls after the gradient stages (if any) with the training batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
+
+from medad.data.loading import Preprocess
+from medad.errors import MedadError
+
+
+class MethodConfig(BaseModel):
+    """Hyper-parameters shared by all methods; each method extends it with its own fields."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    epochs: int = Field(250, ge=0)
+    """Training epochs (PAPER.md: 250 for the reconstruction family; Brain Tumor 600)."""
+    batch_size: int = Field(64, ge=1)
+    """Mini-batch size (PAPER.md: 64)."""
+    lr: float = Field(1e-3, gt=0)
+    """Adam learning rate (PAPER.md: 1e-3)."""
+    weight_decay: float = Field(0.0, ge=0)
+    """Adam weight decay."""
+    image_size: int = Field(64, ge=16, multiple_of=16)
+    """Side of the square input (PAPER.md: 64 for the reconstruction family, DAE 128)."""
+
+
+@dataclass
+class Phase:
+    """One optimiser inside a stage; phases of a stage alternate on every batch (GANs)."""
+
+    name: str
+    params: list[nn.Parameter]
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    repeats: int = 1
+
+
+@dataclass
+class Stage:
+    """A number of epochs with a fixed set of phases; stages run one after another."""
+
+    name: str
+    epochs: int
+    phases: list[Phase] = field(default_factory=list)
+
+
+@dataclass
+class ScoreOutput:
+    """Scores of one batch: image scores [B] and optional anomaly maps [B, H, W]."""
+
+    image_scores: torch.Tensor
+    maps: torch.Tensor | None = None
+
+
+class Method(nn.Module):
+    """Base class of every anomaly-detection method."""
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+
+    def __init__(self, config: MethodConfig, channels: int) -> None:
+        super().__init__()
+        self.config = config
+        self.channels = channels
+        #: NumPy generator for data-side randomness (synthetic anomalies, erasing); seeded by the engine
+        self.rng = np.random.default_rng(0)
+
+    @classmethod
+    def preprocess(cls, config: MethodConfig, channels: int) -> Preprocess:
+        """The input format this method expects; default: PAPER.md's reconstruction setting."""
+        return Preprocess(size=config.image_size, channels=channels, value_range=(-1.0, 1.0))
+
+    def stages(self) -> list[Stage]:
+        """Default: one Adam over all parameters for `config.epochs`."""
+        c = self.config
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params or c.epochs == 0:
+            return []
+        return [Stage("train", c.epochs, [Phase("model", params, c.lr, weight_decay=c.weight_decay)])]
+
+    def training_loss(
+        self, x: torch.Tensor, stage: str, phase: str
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The loss to minimise for a batch `x` (a dict must hold the key ``"loss"``)."""
+        raise MedadError(f"method {self.name!r} has no gradient training")
+
+    def fit(self, batches: Callable[[], Iterator[torch.Tensor]]) -> None:
+        """Fit non-gradient state after training; `batches()` iterates over the train split."""
+
+    def score(self, x: torch.Tensor) -> ScoreOutput:  # pragma: no cover - abstract
+        """Anomaly scores of a batch; higher means more anomalous."""
+        raise NotImplementedError
+
+    def train_transform(self, x: torch.Tensor) -> torch.Tensor:
+        """Training-time augmentation of a batch (default none: PAPER.md, no augmentation)."""
+        return x
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    family: str
+    description: str
+    cls: type[Method]
+
+
+_METHODS: dict[str, type[Method]] = {}
+
+
+def register(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator: register a method under its paper name (a lower-case slug)."""
+
+    def deco(cls: type[Method]) -> type[Method]:
+        if name in _METHODS:
+            raise RuntimeError(f"method {name!r} registered twice")
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+
+    return deco
+
+
+def _load_all() -> None:
+    import medad.methods.registry  # noqa: F401
+
+
+def method_infos(family: str | None = None) -> list[MethodInfo]:
+    _load_all()
+    infos = [MethodInfo(n, c.family, c.description, c) for n, c in _METHODS.items()]
+    return [i for i in infos if family is None or i.family == family]
+
+
+def method_class(name: str) -> type[Method]:
+    _load_all()
+    if name not in _METHODS:
+        raise MedadError(f"unknown method {name!r}; known methods: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
+
+
+def build_config(cls: type[Method], values: dict[str, Any]) -> MethodConfig:
+    """Validate `values` against the method's config, with a message naming the bad key."""
+    try:
+        return cls.Config(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        known = ", ".join(cls.Config.model_fields)
+        raise MedadError(f"bad config for method {cls.name!r}: {problems} (fields: {known})") from None
+
