@@ -37,7 +37,7 @@ from medad.errors import MedadError
 from medad.evaluation import evaluate
 from medad.methods.base import build_config, method_class
 from medad.predictions import Predictions
-from medad.results.store import ResultsStore, RunRow
+from medad.results.store import STORE_NAME, ResultsStore, RunRow
 
 DEFAULT_OUT = Path("medad-runs")
 
@@ -187,4 +187,18 @@ def evaluate_run(run_dir: Path) -> dict[str, float]:
     tmp = run_dir / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2))
     os.replace(tmp, run_dir / "metrics.json")
+    _update_store_metrics(run_dir, metrics)
     return metrics
+
+
+def _update_store_metrics(run_dir: Path, metrics: dict[str, float]) -> None:
+    """If `run_dir` sits in an output root (OUT/runs/<dataset>/<method>/<name>), update its row."""
+    parents = run_dir.resolve().parents
+    if len(parents) < 4 or not (parents[3] / STORE_NAME).is_file():
+        return
+    store = ResultsStore(parents[3])
+    rel = run_dir.resolve().relative_to(parents[3]).as_posix()
+    for row in store.rows(status="done"):
+        if row.run_dir == rel:
+            row.metrics = metrics
+            store.put(row)

@@ -1,0 +1,345 @@
+"""Poisson blending of foreign patches: PII and NSA.
+
+Both generators paste a patch with seamless (Poisson) cloning (Pérez, Gangnet, Blake, "Poisson
+Image Editing", SIGGRAPH 2003): inside a rectangle the output f solves the discrete Poisson
+equation ``Δf = div v`` with the original image as Dirichlet boundary on the rectangle's outer
+ring. The guidance field v lives on the edges between 4-neighbours p, q: with target image x and
+source patch s,
+
+    a = w_x (x_q - x_p),  b = w_s (s_q - s_p),  v_pq = a if |a| > |b| else b
+
+(the *mixed-gradient* rule of Pérez et al., weighted), and ``div v(p) = Σ_q v_pq``, so the
+5-point Laplacian of the output equals ``div v`` at every interior pixel. Each channel is solved
+on its own. The linear system (a 5-point Laplacian on the interior grid) is factorised once per
+patch size with SuperLU and cached.
+
+* PII (Tan et al., "Detecting Outliers with Poisson Image Interpolation", MICCAI 2021): weights
+  ``w_x = 1 - alpha``, ``w_s = alpha`` (the paper's interpolated mixed gradient, as in the authors'
+  code); the source patch comes from the same location of another image. Label: alpha on the
+  pixels that changed, as in the authors' code (the change is not linear in alpha after Poisson
+  blending, but alpha is what the method regresses).
+* NSA (Schlüter, Tan, Hou, Kainz, "Natural Synthetic Anomalies for Self-Supervised Anomaly
+  Detection and Localization", ECCV 2022): 1-3 patches, each resized and moved to another place,
+  cloned with plain mixed gradients (``w_x = w_s = 1``); label a logistic function of the
+  intensity change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import signal, sparse
+from scipy.sparse import linalg as sparse_linalg
+
+from medad.anomalies._imageops import (
+    Box,
+    as_image,
+    as_partner,
+    channels_last,
+    finish_label,
+    gray,
+    resize,
+    settle,
+)
+from medad.anomalies.fpi import sample_interpolation_box
+from medad.errors import MedadError
+
+_NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))
+
+
+@lru_cache(maxsize=128)
+def _laplacian_lu(rows: int, cols: int) -> sparse_linalg.SuperLU:
+    """LU factors of the negative 5-point Laplacian on a rows x cols grid, Dirichlet outside."""
+
+    def second_difference(n: int) -> sparse.csc_matrix:
+        return sparse.diags([-np.ones(n - 1), 2 * np.ones(n), -np.ones(n - 1)], [-1, 0, 1])
+
+    matrix = sparse.kron(second_difference(rows), sparse.identity(cols)) + sparse.kron(
+        sparse.identity(rows), second_difference(cols)
+    )
+    return sparse_linalg.splu(sparse.csc_matrix(matrix))
+
+
+def guidance_divergence(
+    target: np.ndarray, source: np.ndarray, target_weight: float, source_weight: float
+) -> NDArray[np.float64]:
+    """Divergence of the weighted mixed-gradient guidance field at the interior pixels.
+
+    Args:
+        target, source: (h, w) or (h, w, C) patches of equal shape, h, w >= 3.
+        target_weight, source_weight: the weights w_x, w_s of the module docstring.
+
+    Returns:
+        ``div v`` of shape (h - 2, w - 2) or (h - 2, w - 2, C).
+    """
+    t = np.asarray(target, dtype=np.float64)
+    s = np.asarray(source, dtype=np.float64)
+    h, w = t.shape[:2]
+    centre_t, centre_s = t[1:-1, 1:-1], s[1:-1, 1:-1]
+    div = np.zeros_like(centre_t)
+    for dy, dx in _NEIGHBOURS:
+        rows, cols = slice(1 + dy, h - 1 + dy), slice(1 + dx, w - 1 + dx)
+        a = target_weight * (t[rows, cols] - centre_t)
+        b = source_weight * (s[rows, cols] - centre_s)
+        div += np.where(np.abs(a) > np.abs(b), a, b)
+    return div
+
+
+def poisson_blend(
+    target: np.ndarray, source: np.ndarray, target_weight: float, source_weight: float
+) -> NDArray[np.float64]:
+    """Solve ``Δf = div v`` inside a patch, with f = `target` on the patch's outer ring.
+
+    Args:
+        target: the image patch being modified, (h, w) or (h, w, C), h, w >= 3.
+        source: the foreign patch, same shape.
+        target_weight, source_weight: guidance weights (PII: 1 - alpha, alpha; NSA: 1, 1).
+
+    Returns:
+        The blended patch in float64, not clipped; its ring equals `target`.
+    """
+    t = np.asarray(target, dtype=np.float64)
+    if t.shape != np.shape(source):
+        raise MedadError(
+            f"Poisson blending needs equal patch shapes; got {t.shape}, {np.shape(source)}."
+        )
+    h, w = t.shape[:2]
+    if h < 3 or w < 3:
+        raise MedadError(f"Poisson blending needs a patch of at least 3 x 3 pixels; got {h} x {w}.")
+    planes = channels_last(t)
+    rhs = -channels_last(guidance_divergence(t, source, target_weight, source_weight))
+    # Known ring values move to the right-hand side (the matrix is 4 f_p - sum of interior f_q).
+    rhs[0] += planes[0, 1:-1]
+    rhs[-1] += planes[-1, 1:-1]
+    rhs[:, 0] += planes[1:-1, 0]
+    rhs[:, -1] += planes[1:-1, -1]
+    solution = _laplacian_lu(h - 2, w - 2).solve(rhs.reshape((h - 2) * (w - 2), -1))
+    out = planes.copy()
+    out[1:-1, 1:-1] = solution.reshape(rhs.shape)
+    return out[..., 0] if t.ndim == 2 else out
+
+
+def poisson_interpolate_patch(
+    image: np.ndarray, source: np.ndarray, box: Box, alpha: float, *, tol: float = 1e-6
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Deterministic core of PII: Poisson-interpolate `source` into `image` inside `box`."""
+    img = as_image(image)
+    src = as_partner(source, img, "source", "pii")
+    sl = box.slices
+    out = img.copy()
+    out[sl] = poisson_blend(img[sl], src[sl], 1 - alpha, alpha)
+    label = np.zeros(img.shape[:2])
+    label[sl] = alpha
+    out32, changed = settle(img, out, tol)
+    return out32, finish_label(label, changed)
+
+
+def pii(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    source: np.ndarray | None = None,
+    alpha_range: tuple[float, float] = (0.0, 1.0),
+    width_range: tuple[float, float] = (0.1, 0.4),
+    core: float = 0.8,
+    tol: float = 1e-6,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Poisson image interpolation (Tan et al. 2021) of a foreign patch, label alpha.
+
+    The patch and alpha are drawn as in FPI (`medad.anomalies.fpi.sample_interpolation_box`);
+    the patch is blended by `poisson_blend` with weights (1 - alpha, alpha).
+
+    Args:
+        image: float image in [0, 1], (H, W) or (H, W, C).
+        rng: the only source of randomness.
+        source: another normal image of the same shape (required).
+        alpha_range: range of the uniform interpolation factor (the authors' code: 0.05-0.95).
+        width_range: patch side as a fraction of the shorter image side (reference code: 0.1-0.4).
+        core: the patch centre is drawn from this central fraction of each axis.
+        tol: smallest change (any channel) that counts as modified.
+
+    Returns:
+        The anomalous image (float32, same shape) and the label, alpha on changed patch pixels.
+    """
+    img = as_image(image)
+    src = as_partner(source, img, "source", "pii")
+    box = sample_interpolation_box(img.shape, rng, width_range=width_range, core=core)
+    alpha = float(rng.uniform(*alpha_range))
+    return poisson_interpolate_patch(img, src, box, alpha, tol=tol)
+
+
+@dataclass(frozen=True)
+class NSAPatch:
+    """One NSA patch: cut from `source_box` of the source, resized and cloned into `target_box`."""
+
+    source_box: Box
+    target_box: Box
+
+
+def _box_sums(mask: np.ndarray, height: int, width: int) -> NDArray[np.int64]:
+    """Number of True pixels in every height x width window, indexed by the window's top-left."""
+    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
+    integral[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0), axis=1)
+    return (
+        integral[height:, width:]
+        - integral[:-height, width:]
+        - integral[height:, :-width]
+        + integral[:-height, :-width]
+    )
+
+
+def _pick(rng: np.random.Generator, valid: np.ndarray) -> tuple[int, int] | None:
+    """A uniformly random True position of a 2-D boolean array, or None if there is none."""
+    positions = np.flatnonzero(valid)
+    if positions.size == 0:
+        return None
+    row, col = np.unravel_index(positions[rng.integers(positions.size)], valid.shape)
+    return int(row), int(col)
+
+
+def sample_nsa_patches(
+    image: np.ndarray,
+    source: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    max_patches: int = 3,
+    width_bounds: tuple[float, float] = (0.03, 0.4),
+    width_gamma: tuple[float, float, float] = (2.0, 0.05, 0.03),
+    resize_bounds: tuple[float, float] = (0.7, 1.3),
+    object_threshold: float | None = 0.05,
+    min_object: float = 0.25,
+    min_overlap: float = 0.25,
+) -> list[NSAPatch]:
+    """Draw NSA's patches (Schlüter et al. 2022, Sec. 3.1 and the reference code).
+
+    * Count: the first patch always, each further one (up to `max_patches`) with probability 1/2.
+    * Size: per axis, ``offset + Gamma(shape, scale)`` of the image size, clipped to
+      `width_bounds` (and to at least 3 px, the Poisson minimum). `width_gamma` = (shape, scale,
+      offset) = (2, 0.05, 0.03) are NSA's numbers; NSA applies them to half-widths, medad (like
+      PAPER.md: patch width 3-40 %) to full widths, so patches are mostly small (mode 8 %).
+    * Source position: uniform among those where more than `min_object` of the patch is object.
+    * Resize: factor N(1, 0.5) clipped to `resize_bounds`, both sides, clipped to `width_bounds`.
+    * Target position: uniform among those where the target object covers more than
+      `min_overlap` of the (resized) source object pixels.
+
+    Object pixels are those whose grayscale value exceeds `object_threshold` (medical images have
+    a dark background; NSA's own object mask is the same thresholding). With
+    ``object_threshold=None`` every pixel is object. Patches with no valid position are skipped,
+    so the list may be empty on an image without object.
+    """
+    height, width = image.shape[:2]
+    dims = np.array([height, width])
+    lo_px = np.maximum(3, np.ceil(width_bounds[0] * dims - 1e-9)).astype(int)
+    hi_px = np.maximum(lo_px, np.floor(width_bounds[1] * dims + 1e-9)).astype(int)
+    if object_threshold is None:
+        src_object = np.ones((height, width), dtype=bool)
+        dst_object = src_object
+    else:
+        src_object = gray(source) > object_threshold
+        dst_object = gray(image) > object_threshold
+
+    count = 1 + int(np.sum(rng.random(max(0, max_patches - 1)) < 0.5))
+    patches: list[NSAPatch] = []
+    for _ in range(count):
+        shape, scale, offset = width_gamma
+        size = np.clip(np.round((offset + rng.gamma(shape, scale, size=2)) * dims), lo_px, hi_px)
+        h, w = int(size[0]), int(size[1])
+        corner = _pick(rng, _box_sums(src_object, h, w) > min_object * h * w)
+        if corner is None:
+            continue
+        src_box = Box(corner[0], corner[1], h, w)
+        factor = float(np.clip(rng.normal(1.0, 0.5), *resize_bounds))
+        new_h = int(np.clip(round(factor * h), lo_px[0], hi_px[0]))
+        new_w = int(np.clip(round(factor * w), lo_px[1], hi_px[1]))
+        patch_object = resize(src_object[src_box.slices].astype(float), new_h, new_w) > 0.5
+        n_object = int(patch_object.sum())
+        if n_object == 0:
+            continue
+        overlap = signal.fftconvolve(
+            dst_object.astype(float), patch_object[::-1, ::-1].astype(float), mode="valid"
+        )
+        corner = _pick(rng, np.rint(overlap) > min_overlap * n_object)
+        if corner is None:
+            continue
+        patches.append(NSAPatch(src_box, Box(corner[0], corner[1], new_h, new_w)))
+    return patches
+
+
+def logistic_label(change: np.ndarray, steepness: float, centre: float) -> NDArray[np.float64]:
+    """NSA's logistic intensity label ``1 / (1 + exp(-steepness * (change - centre)))``."""
+    return 1.0 / (1.0 + np.exp(-steepness * (np.asarray(change, dtype=np.float64) - centre)))
+
+
+def nsa(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    source: np.ndarray | None = None,
+    max_patches: int = 3,
+    width_bounds: tuple[float, float] = (0.03, 0.4),
+    width_gamma: tuple[float, float, float] = (2.0, 0.05, 0.03),
+    resize_bounds: tuple[float, float] = (0.7, 1.3),
+    object_threshold: float | None = 0.05,
+    min_object: float = 0.25,
+    min_overlap: float = 0.25,
+    logistic_steepness: float = 255 / 6,
+    logistic_centre: float = 20 / 255,
+    tol: float = 1 / 255,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Natural synthetic anomalies (Schlüter et al. 2022): resized, shifted, mixed Poisson clones.
+
+    Each patch from `sample_nsa_patches` is cut from `source`, resized, and cloned into the
+    image with mixed gradients (`poisson_blend` with weights 1, 1), one after the other. The label
+    is NSA's "logistic-intensity" label: ``logistic(mean over channels |out - image|)`` on changed
+    pixels, 0 elsewhere (NSA additionally median-filters the change; medad does not, so the label
+    is an exact function of the change).
+
+    Args:
+        image: float image in [0, 1], (H, W) or (H, W, C).
+        rng: the only source of randomness.
+        source: another normal image of the same shape; None uses the image itself.
+        max_patches: at most this many patches (paper: 3).
+        width_bounds: patch width bounds as fractions of the image size (3-40 %).
+        width_gamma: (shape, scale, offset) of the patch-width distribution, see
+            `sample_nsa_patches`.
+        resize_bounds: clip range of the N(1, 0.5) resize factor (NSA code: 0.7-1.3).
+        object_threshold: grayscale level above which a pixel is object; None: no background.
+        min_object: fraction of a source patch that must be object (NSA code: 0.25).
+        min_overlap: fraction of the moved object that must land on object (NSA code: 0.25).
+        logistic_steepness: k of the logistic label per unit intensity (NSA default k = 1/6 per
+            8-bit level, i.e. 255/6).
+        logistic_centre: x0 of the logistic label (NSA default 20 levels of 255).
+        tol: smallest change that counts as modified (NSA: 1 level of 255); smaller changes are
+            reset to the original so that label 0 always means "unchanged".
+
+    Returns:
+        The anomalous image (float32, same shape) and the logistic label (float32, (H, W)).
+    """
+    img = as_image(image)
+    src = img if source is None else as_partner(source, img, "source", "nsa")
+    patches = sample_nsa_patches(
+        img,
+        src,
+        rng,
+        max_patches=max_patches,
+        width_bounds=width_bounds,
+        width_gamma=width_gamma,
+        resize_bounds=resize_bounds,
+        object_threshold=object_threshold,
+        min_object=min_object,
+        min_overlap=min_overlap,
+    )
+    out = img.copy()
+    for patch in patches:
+        tb = patch.target_box
+        moved = resize(src[patch.source_box.slices], tb.height, tb.width)
+        out[tb.slices] = np.clip(poisson_blend(out[tb.slices], moved, 1.0, 1.0), 0.0, 1.0)
+    out32, changed = settle(img, out, tol)
+    change = np.abs(out32.astype(np.float64) - img.astype(np.float32))
+    if change.ndim == 3:
+        change = change.mean(axis=-1)
+    label = logistic_label(change, logistic_steepness, logistic_centre)
+    return out32, finish_label(label, changed)

@@ -1,0 +1,1 @@
+"""Data: readers, dataset layouts, the decode-once cache and the embedded synthetic datasets."""
