@@ -22,7 +22,7 @@ def _train_and_predict(seed: int, epochs: int = 2):
     config = build_config(cls, {"epochs": epochs, "batch_size": 32})
     pre = cls.preprocess(config, ds.channels)
     train, test = load_split(ds, "train", pre), load_split(ds, "test", pre)
-    method = cls(config, ds.channels)
+    method = engine.create_method(cls, config, ds.channels, seed)
     history = engine.train(method, train, pre, seed=seed, device="cpu", progress=False)
     return history, engine.predict(method, test, pre, device="cpu")
 

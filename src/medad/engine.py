@@ -20,7 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from medad.data.loading import ArraySplit, Preprocess
 from medad.errors import MedadError
-from medad.methods.base import Method, Stage
+from medad.methods.base import Method, MethodConfig, Stage
 from medad.predictions import Predictions
 
 Log = Callable[[str], None]
@@ -57,6 +57,12 @@ def to_float(images: np.ndarray, pre: Preprocess, device: torch.device) -> torch
     lo, hi = pre.value_range
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device=device, dtype=torch.float32)
     return x * ((hi - lo) / 255.0) + lo
+
+
+def create_method(cls: type[Method], config: MethodConfig, channels: int, seed: int) -> Method:
+    """Construct a method with its weights initialised from `seed` (the start of every run)."""
+    seed_everything(seed)
+    return cls(config, channels)
 
 
 @dataclass

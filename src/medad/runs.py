@@ -141,7 +141,7 @@ def execute(
         test_split = load_split(dataset, "test", pre, cache)
         log(f"data {spec.dataset}: train {len(train_split)}, test {len(test_split)} "
             f"({int(test_split.labels.sum())} abnormal), {pre.size}px, {pre.channels} channel(s)")  # fmt: skip
-        method = cls(config, dataset.channels)
+        method = engine.create_method(cls, config, dataset.channels, spec.seed)
         history = engine.train(method, train_split, pre, seed=spec.seed, device=dev,
                                progress=progress, log=log)  # fmt: skip
         log(f"trained {history.steps} steps in {history.seconds:.1f}s")

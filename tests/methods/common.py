@@ -28,7 +28,7 @@ def train_and_predict(
     config = build_config(cls, dict(overrides or {}))
     pre = cls.preprocess(config, ds.channels)
     train, test = load_split(ds, "train", pre), load_split(ds, "test", pre)
-    method = cls(config, ds.channels)
+    method = engine.create_method(cls, config, ds.channels, seed)
     engine.train(method, train, pre, seed=seed, device="cpu", progress=False)
     return method, engine.predict(method, test, pre, device="cpu")
 
