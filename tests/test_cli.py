@@ -13,8 +13,16 @@ from typer.testing import CliRunner
 from medad.cli import app
 
 runner = CliRunner()
-SMALL_OPTS = ["--data-option", "n_train=64", "--data-option", "n_test_normal=16",
-              "--data-option", "n_test_abnormal=16", "--data-option", "size=64"]  # fmt: skip
+SMALL_OPTS = [
+    "--data-option",
+    "n_train=64",
+    "--data-option",
+    "n_test_normal=16",
+    "--data-option",
+    "n_test_abnormal=16",
+    "--data-option",
+    "size=64",
+]
 
 
 def invoke(*args: str):
@@ -41,11 +49,32 @@ def make_folder_dataset(root: Path, n: int = 6, size: int = 40, masks: bool = Tr
 
 
 def test_run_json_contract(tmp_path):
-    res = invoke("run", "--method", "ae", "--dataset", "synth-brain", "--epochs", "1",
-                 *SMALL_OPTS, "--out", tmp_path, "--device", "cpu", "--json")  # fmt: skip
+    res = invoke(
+        "run",
+        "--method",
+        "ae",
+        "--dataset",
+        "synth-brain",
+        "--epochs",
+        "1",
+        *SMALL_OPTS,
+        "--out",
+        tmp_path,
+        "--device",
+        "cpu",
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     obj = json.loads(res.stdout.strip().splitlines()[-1])
-    for key in ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "best_dice", "aupro", "run_dir"):
+    for key in (
+        "image_auroc",
+        "image_ap",
+        "pixel_auroc",
+        "pixel_ap",
+        "best_dice",
+        "aupro",
+        "run_dir",
+    ):
         assert key in obj
     assert Path(obj["run_dir"]).is_dir()
     res = invoke("evaluate", obj["run_dir"], "--json")
@@ -56,8 +85,22 @@ def test_run_json_contract(tmp_path):
 
 
 def test_run_with_set_override_and_table(tmp_path):
-    res = invoke("run", "-m", "ae", "-d", "synth-chest", "--epochs", "1", "--set", "latent_size=4",
-                 *SMALL_OPTS, "--out", tmp_path, "--device", "cpu")  # fmt: skip
+    res = invoke(
+        "run",
+        "-m",
+        "ae",
+        "-d",
+        "synth-chest",
+        "--epochs",
+        "1",
+        "--set",
+        "latent_size=4",
+        *SMALL_OPTS,
+        "--out",
+        tmp_path,
+        "--device",
+        "cpu",
+    )
     assert res.exit_code == 0, res.output
     assert "Image AUROC" in res.stdout
     (cfg,) = tmp_path.glob("runs/synth-chest/ae/*/config.yaml")
@@ -66,8 +109,24 @@ def test_run_with_set_override_and_table(tmp_path):
 
 def test_folder_dataset_from_the_cli(tmp_path):
     root = make_folder_dataset(tmp_path / "mydata")
-    res = invoke("run", "-m", "ae", "-d", "folder", "--data-root", root, "--epochs", "1",
-                 "--set", "batch_size=4", "--out", tmp_path / "out", "--device", "cpu", "--json")  # fmt: skip
+    res = invoke(
+        "run",
+        "-m",
+        "ae",
+        "-d",
+        "folder",
+        "--data-root",
+        root,
+        "--epochs",
+        "1",
+        "--set",
+        "batch_size=4",
+        "--out",
+        tmp_path / "out",
+        "--device",
+        "cpu",
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     obj = json.loads(res.stdout.strip().splitlines()[-1])
     assert "pixel_auroc" in obj
@@ -91,7 +150,10 @@ def test_listing_commands():
         (["run", "-m", "ae", "-d", "synth-brain", "--set", "nope=1"], "nope"),
         (["run", "-m", "ae", "-d", "synth-brain", "--data-option", "colour=1"], "colour"),
         (["run", "-m", "ae", "-d", "folder"], "--data-root"),
-        (["run", "-m", "ae", "-d", "folder", "--data-root", "/nonexistent/medad"], "/nonexistent/medad"),
+        (
+            ["run", "-m", "ae", "-d", "folder", "--data-root", "/nonexistent/medad"],
+            "/nonexistent/medad",
+        ),
         (["run", "-m", "ae", "-d", "synth-brain", "--device", "cuda:x"], "device"),
         (["evaluate", "/nonexistent/run"], "/nonexistent/run"),
         (["methods", "--family", "nope"], "no methods"),

@@ -56,8 +56,10 @@ def test_predictions_have_maps_of_the_input_size_and_masks():
 def test_ae_ranks_planted_anomalies_above_normals(tmp_path):
     result = execute(
         RunSpec("ae", "synth-brain", seed=0, overrides={"epochs": 15}, dataset_options=SMALL),
-        tmp_path, device="cpu", progress=False,
-    )  # fmt: skip
+        tmp_path,
+        device="cpu",
+        progress=False,
+    )
     m = result.metrics
     assert m["image_auroc"] > 0.6, m
     assert m["pixel_auroc"] > 0.6, m

@@ -30,7 +30,7 @@ def _fail(msg: str) -> typer.Exit:
 
 
 def parse_assignments(items: list[str], what: str) -> dict[str, Any]:
-    """``key=value`` strings → dict; values are parsed as YAML scalars (numbers, booleans, lists)."""
+    """``key=value`` strings → dict; values parse as YAML scalars (numbers, booleans, lists)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -60,7 +60,9 @@ def metrics_table(
     """A Rich table of metrics in percent, one row per run (missing metrics shown as –)."""
     present = [m for m in METRIC_LABELS if any(m in r for _, r in rows)]
     oracle = any("best_dice" in r for _, r in rows)
-    table = Table(title=title, caption="* threshold chosen on the test masks (oracle)" if oracle else None)
+    table = Table(
+        title=title, caption="* threshold chosen on the test masks (oracle)" if oracle else None
+    )
     table.add_column("run")
     for m in present:
         table.add_column(METRIC_LABELS[m], justify="right")
@@ -74,16 +76,42 @@ def metrics_table(
 
 @app.command()
 def run(
-    method: Annotated[str, typer.Option("--method", "-m", help="Method name (see `medad methods`).")],
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (see `medad datasets`).")],
-    seed: Annotated[int, typer.Option(help="Random seed of training (weights, batches, augmentations).")] = 0,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: the dataset's or the paper's).")] = None,
-    set_: Annotated[list[str], typer.Option("--set", help="Override a method config field, e.g. --set latent_size=32 (repeatable).")] = [],  # noqa: B006
-    data_option: Annotated[list[str], typer.Option("--data-option", help="Dataset option, e.g. --data-option n_train=200 (repeatable).")] = [],  # noqa: B006
-    data_root: Annotated[Path | None, typer.Option(help="Folder where datasets on disk live (default: $MEDAD_DATA).")] = None,
-    out: Annotated[Path, typer.Option(help="Output root: run folders and results.sqlite.")] = Path("medad-runs"),
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto (GPU when available).")] = "auto",
-    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    method: Annotated[
+        str, typer.Option("--method", "-m", help="Method name (see `medad methods`).")
+    ],
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="Dataset name (see `medad datasets`).")
+    ],
+    seed: Annotated[
+        int, typer.Option(help="Random seed of training (weights, batches, augmentations).")
+    ] = 0,
+    epochs: Annotated[
+        int | None, typer.Option(help="Training epochs (default: the dataset's or the paper's).")
+    ] = None,
+    set_: Annotated[
+        list[str],
+        typer.Option(
+            "--set", help="Override a method config field, e.g. --set latent_size=32 (repeatable)."
+        ),
+    ] = [],  # noqa: B006
+    data_option: Annotated[
+        list[str],
+        typer.Option(
+            "--data-option", help="Dataset option, e.g. --data-option n_train=200 (repeatable)."
+        ),
+    ] = [],  # noqa: B006
+    data_root: Annotated[
+        Path | None, typer.Option(help="Folder where datasets on disk live (default: $MEDAD_DATA).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output root: run folders and results.sqlite.")] = Path(
+        "medad-runs"
+    ),
+    device: Annotated[
+        str, typer.Option(help="cpu, cuda, cuda:N, mps or auto (GPU when available).")
+    ] = "auto",
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
 ) -> None:
     """Train METHOD on DATASET, score its test split, evaluate and record the run."""
     from medad.runs import RunSpec, execute
@@ -92,25 +120,45 @@ def run(
         overrides = parse_assignments(set_, "--set")
         if epochs is not None:
             overrides["epochs"] = epochs
-        spec = RunSpec(method, dataset, seed, overrides, parse_assignments(data_option, "--data-option"))
+        spec = RunSpec(
+            method, dataset, seed, overrides, parse_assignments(data_option, "--data-option")
+        )
         result = execute(
-            spec, out, data_root=data_root, device=device, progress=not json_ and sys.stderr.isatty(),
+            spec,
+            out,
+            data_root=data_root,
+            device=device,
+            progress=not json_ and sys.stderr.isatty(),
             echo=None if json_ else (lambda m: err_console.print(f"[dim]{m}[/]", highlight=False)),
-        )  # fmt: skip
+        )
     except MedadError as exc:
         raise _fail(str(exc)) from None
     if json_:
-        print(json.dumps({"run_id": result.run_id, **result.metrics, "run_dir": str(result.run_dir),
-                          "seconds": round(result.seconds, 3)}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "run_id": result.run_id,
+                    **result.metrics,
+                    "run_dir": str(result.run_dir),
+                    "seconds": round(result.seconds, 3),
+                }
+            )
+        )
     else:
-        console.print(metrics_table(f"{method} on {dataset} (seed {seed})", [(method, result.metrics)]))
+        console.print(
+            metrics_table(f"{method} on {dataset} (seed {seed})", [(method, result.metrics)])
+        )
         console.print(f"run folder: {result.run_dir}", highlight=False)
 
 
 @app.command()
 def methods(
-    family: Annotated[str | None, typer.Option(help="Only this family, e.g. reconstruction.")] = None,
-    details: Annotated[bool, typer.Option("--details", help="Also show parameter counts and config defaults.")] = False,
+    family: Annotated[
+        str | None, typer.Option(help="Only this family, e.g. reconstruction.")
+    ] = None,
+    details: Annotated[
+        bool, typer.Option("--details", help="Also show parameter counts and config defaults.")
+    ] = False,
 ) -> None:
     """List the registered methods: name, family, one-line description."""
     from medad.methods.base import method_infos
@@ -150,7 +198,9 @@ def datasets() -> None:
     table.add_column("needs --data-root")
     table.add_column("description")
     for info in dataset_infos():
-        table.add_row(info.name, info.modality, "yes" if info.needs_root else "no", info.description)
+        table.add_row(
+            info.name, info.modality, "yes" if info.needs_root else "no", info.description
+        )
     console.print(table)
 
 
@@ -174,7 +224,9 @@ def evaluate(
 
 @app.command()
 def results(
-    results_: Annotated[Path, typer.Option("--results", help="Output root holding results.sqlite.")] = Path("medad-runs"),
+    results_: Annotated[
+        Path, typer.Option("--results", help="Output root holding results.sqlite.")
+    ] = Path("medad-runs"),
     method: Annotated[str | None, typer.Option(help="Only this method.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
@@ -191,10 +243,126 @@ def results(
         raise _fail(str(exc)) from None
     if json_:
         for r in rows:
-            print(json.dumps({"run_id": r.run_id, "status": r.status, **r.metrics, "seconds": r.seconds}))
+            print(
+                json.dumps(
+                    {"run_id": r.run_id, "status": r.status, **r.metrics, "seconds": r.seconds}
+                )
+            )
         return
     status = [r.status if r.status != "failed" else f"failed: {r.error}" for r in rows]
-    console.print(metrics_table(f"runs in {results_}", [(r.run_id, r.metrics) for r in rows], status))
+    console.print(
+        metrics_table(f"runs in {results_}", [(r.run_id, r.metrics) for r in rows], status)
+    )
+
+
+@app.command()
+def bench(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML (see configs/).")],
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Shrink budgets (epochs, data) for a smoke run.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Output root (default: the file's `out`, or ./medad-runs).")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Parallel cells for --executor process.")] = 1,
+    executor: Annotated[
+        str, typer.Option(help="local (in this process), process (a local pool) or ray.")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start a local Ray).")
+    ] = None,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Run cells that failed before again.")
+    ] = False,
+    data_root: Annotated[
+        Path | None, typer.Option(help="Folder where datasets on disk live (default: $MEDAD_DATA).")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Device of every cell (default: the file's).")
+    ] = None,
+) -> None:
+    """Run every (method, dataset, seed) cell of an experiment; re-running resumes."""
+    from medad.bench import load_experiment, plan_cells, run_grid
+    from medad.results.store import ResultsStore
+    from medad.results.tables import summarize, to_rich
+
+    if executor == "process" and workers < 1:
+        raise _fail("--workers must be at least 1")
+    try:
+        exp = load_experiment(config)
+        root = out or Path(exp.out or "medad-runs")
+        cells = plan_cells(exp, quick=quick, data_root=data_root)
+        err_console.print(
+            f"[bold]{exp.name}[/]: {len(cells)} cells ({len(exp.methods)} methods × "
+            f"{len(exp.datasets)} datasets × {len(exp.seeds)} seeds) → {root}",
+            highlight=False,
+        )
+
+        def on_event(kind: str, cell, detail: str) -> None:
+            first = detail.splitlines()[0] if detail else ""
+            text = {"skip": f"skip ({detail})", "start": "start", "done": "[green]done[/]",
+                    "failed": f"[red]failed[/]: {first}"}[kind]  # fmt: skip
+            err_console.print(f"  {cell.run_id} [dim]{cell.label}[/] {text}", highlight=False)
+
+        summary = run_grid(
+            cells, root, executor=executor, workers=workers, address=address,  # type: ignore[arg-type]
+            retry_failed=retry_failed, device=device or exp.device, on_event=on_event,
+        )  # fmt: skip
+    except MedadError as exc:
+        raise _fail(str(exc)) from None
+    err_console.print(
+        f"{len(summary.done)} run, {len(summary.skipped)} skipped, {len(summary.failed)} failed",
+        highlight=False,
+    )
+    ids = {c.run_id for c in cells}
+    rows = [r for r in ResultsStore(root).rows() if r.run_id in ids]
+    if any(r.status == "done" for r in rows):
+        metrics = ["image_auroc", "image_ap"]
+        console.print(to_rich(summarize(rows, metrics), title=exp.name))
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def table(
+    results_: Annotated[
+        Path, typer.Option("--results", help="Output root of `medad bench` / `medad run`.")
+    ] = Path("medad-runs"),
+    metric: Annotated[
+        list[str], typer.Option(help="Metric(s) to show (repeatable); default image AUROC and AP.")
+    ] = [],  # noqa: B006
+    fmt: Annotated[str, typer.Option("--format", help="rich, md, csv or latex.")] = "rich",
+    dataset: Annotated[list[str], typer.Option(help="Only these datasets (repeatable).")] = [],  # noqa: B006
+) -> None:
+    """Mean ± std over seeds, methods × datasets, best per column marked."""
+    from medad.results.store import STORE_NAME, ResultsStore
+    from medad.results.tables import FORMATS, render_text, summarize, to_rich
+
+    if fmt not in FORMATS:
+        raise _fail(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if not (results_ / STORE_NAME).is_file():
+        raise _fail(f"{results_ / STORE_NAME}: no results store here (run `medad bench` first)")
+    try:
+        rows = [r for r in ResultsStore(results_).rows() if not dataset or r.dataset in dataset]
+        summary = summarize(rows, metric or ["image_auroc", "image_ap"])
+    except MedadError as exc:
+        raise _fail(str(exc)) from None
+    if fmt == "rich":
+        console.print(to_rich(summary))
+    else:
+        sys.stdout.write(render_text(summary, fmt))
+
+
+def _register_extra_commands() -> None:
+    """Commands defined beside the data layer (``prepare``, ``check-data``), when present."""
+    try:
+        from medad.cli_data import register
+    except ImportError:  # pragma: no cover - during development only
+        return
+    register(app, console=console, err_console=err_console, fail=_fail)
+
+
+_register_extra_commands()
 
 
 def main() -> None:  # pragma: no cover

@@ -39,14 +39,16 @@ def resolve_device(device: str | None = None) -> torch.device:
     except RuntimeError as exc:
         raise MedadError(f"unknown device {device!r}: use cpu, cuda, cuda:N, mps or auto") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MedadError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
+        raise MedadError(
+            "device 'cuda' was asked for but no CUDA GPU is available; use --device cpu"
+        )
     return dev
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices); cuDNN in its deterministic mode."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - third-party code may use the legacy global RNG
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
@@ -142,7 +144,9 @@ def train(
                             sums[key] = sums.get(key, 0.0) + float(v.detach())
                     count += 1
                     history.steps += 1
-                    bar.update(task, advance=1, loss=sums.get("loss", next(iter(sums.values()))) / count)
+                    bar.update(
+                        task, advance=1, loss=sums.get("loss", next(iter(sums.values()))) / count
+                    )
                 means = {k: v / count for k, v in sums.items()}
                 history.epochs.append({"stage": stage.name, "epoch": epoch + 1, **means})  # type: ignore[dict-item]
                 if log is not None:
@@ -191,7 +195,9 @@ def predict(
             out = method.score(to_float(data.images[idx], pre, dev))
             s = out.image_scores.detach().reshape(-1)
             if s.shape[0] != len(idx):
-                raise MedadError(f"{method.name}: score() returned {s.shape[0]} scores for {len(idx)} images")
+                raise MedadError(
+                    f"{method.name}: score() returned {s.shape[0]} scores for {len(idx)} images"
+                )
             scores.append(s.double().cpu().numpy())
             if out.maps is not None:
                 m = out.maps.detach()

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -94,6 +95,158 @@ def run_id_of(spec: RunSpec, chash: str) -> str:
     return f"{spec.dataset}/{spec.method}/{chash}-seed{spec.seed}"
 
 
+@dataclass
+class PlannedRun:
+    """A run whose configuration has been resolved and validated, before anything is trained."""
+
+    spec: RunSpec
+    run_id: str
+    chash: str
+    resolved: dict[str, Any]
+    dataset: Any
+    config: Any
+
+    @property
+    def rel_dir(self) -> str:
+        """The run folder relative to the output root."""
+        s = self.spec
+        return f"runs/{s.dataset}/{s.method}/{self.chash}-seed{s.seed}"
+
+    def row(self, status: str, tag: str | None = None) -> RunRow:
+        s = self.spec
+        return RunRow(
+            self.run_id,
+            s.method,
+            s.dataset,
+            s.seed,
+            self.chash,
+            status,
+            tag=tag,
+            config={**self.resolved, "seed": s.seed},
+        )
+
+
+def plan(spec: RunSpec, data_root: Path | None = None) -> PlannedRun:
+    """Resolve and validate `spec` (method, dataset, config) without training anything."""
+    data_root = data_root if data_root is not None else default_data_root()
+    dataset, config, resolved = resolve(spec, data_root)
+    chash = config_hash(resolved)
+    return PlannedRun(spec, run_id_of(spec, chash), chash, resolved, dataset, config)
+
+
+def produce(
+    planned: PlannedRun,
+    folder: Path,
+    *,
+    cache_dir: Path | None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> tuple[dict[str, float], float]:
+    """Train, score and evaluate `planned`, writing every file of the run folder into `folder`.
+
+    Returns (metrics, seconds). Touches nothing outside `folder` and `cache_dir`, so it can run on a
+    remote worker whose folder is shipped back.
+    """
+    spec, config, dataset = planned.spec, planned.config, planned.dataset
+    cls = method_class(spec.method)
+    dev = device if isinstance(device, torch.device) else engine.resolve_device(device)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        with open(folder / "log.txt", "a") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+        if echo is not None:
+            echo(msg)
+
+    start = time.perf_counter()
+    log(f"medad {medad.__version__} run {planned.run_id} on {dev}")
+    (folder / "config.yaml").write_text(
+        yaml.safe_dump({**planned.resolved, "seed": spec.seed, "device": str(dev)}, sort_keys=False)
+    )
+    pre = cls.preprocess(config, dataset.channels)
+    train_split = load_split(dataset, "train", pre, cache_dir)
+    test_split = load_split(dataset, "test", pre, cache_dir)
+    log(
+        f"data {spec.dataset}: train {len(train_split)}, test {len(test_split)} "
+        f"({int(test_split.labels.sum())} abnormal), {pre.size}px, {pre.channels} channel(s)"
+    )
+    method = engine.create_method(cls, config, dataset.channels, spec.seed)
+    history = engine.train(
+        method, train_split, pre, seed=spec.seed, device=dev, progress=progress, log=log
+    )
+    log(f"trained {history.steps} steps in {history.seconds:.1f}s")
+    torch.save(method.state_dict(), folder / "checkpoint.pt")
+    (folder / "train.json").write_text(json.dumps(history.__dict__, indent=1))
+    pred = engine.predict(method, test_split, pre, device=dev)
+    pred.save(folder / "predictions.npz")
+    metrics = evaluate(pred)
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log("metrics " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return metrics, time.perf_counter() - start
+
+
+def new_tmp_dir(out: Path) -> Path:
+    """A fresh folder under ``OUT/runs/.tmp`` (same file system as the final run folders), named
+    after this process so that `remove_stale_tmp` can tell abandoned folders from live ones."""
+    tmp = Path(out) / "runs" / ".tmp" / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def remove_stale_tmp(out: Path) -> int:
+    """Delete staging folders of processes of this host that no longer run (killed runs)."""
+    removed = 0
+    base = Path(out) / "runs" / ".tmp"
+    host = socket.gethostname()
+    for folder in base.glob(f"{host}-*-*") if base.is_dir() else []:
+        pid = folder.name[len(host) + 1 :].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def commit(
+    out: Path,
+    planned: PlannedRun,
+    folder: Path,
+    metrics: dict[str, float],
+    seconds: float,
+    tag: str | None = None,
+) -> RunResult:
+    """Move a finished run folder into place, then record it as done (the store row comes last)."""
+    out = Path(out)
+    final = out / planned.rel_dir
+    _replace_dir(folder, final)
+    row = planned.row("done", tag)
+    row.run_dir, row.metrics, row.seconds = planned.rel_dir, metrics, seconds
+    row.started, row.finished = time.time() - seconds, time.time()
+    ResultsStore(out).put(row)
+    return RunResult(
+        planned.run_id, final, metrics, {**planned.resolved, "seed": planned.spec.seed}, seconds
+    )
+
+
+def record_failure(
+    out: Path, planned: PlannedRun, error: BaseException | str, tag: str | None = None
+) -> None:
+    row = planned.row("failed", tag)
+    row.error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    row.finished = time.time()
+    ResultsStore(out).put(row)
+
+
 def execute(
     spec: RunSpec,
     out: Path = DEFAULT_OUT,
@@ -103,67 +256,26 @@ def execute(
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
     tag: str | None = None,
+    planned: PlannedRun | None = None,
 ) -> RunResult:
-    """Train, score and evaluate one run; write its folder and its row in ``OUT/results.sqlite``."""
+    """Train, score and evaluate one run; write its folder and its row in ``OUT/results.sqlite``.
+
+    `planned` (from `plan`) skips resolving the spec again.
+    """
     out = Path(out)
-    data_root = data_root if data_root is not None else default_data_root()
-    dataset, config, resolved = resolve(spec, data_root)
-    chash = config_hash(resolved)
-    run_id = run_id_of(spec, chash)
-    cls = method_class(spec.method)
+    planned = planned if planned is not None else plan(spec, data_root)
     dev = engine.resolve_device(device)
-    store = ResultsStore(out)
-    row = RunRow(run_id, spec.method, spec.dataset, spec.seed, chash, "running", tag=tag,
-                 config={**resolved, "seed": spec.seed})  # fmt: skip
-    store.mark_running(row)
-
-    tmp = out / "runs" / ".tmp" / f"{uuid.uuid4().hex}"
-    tmp.mkdir(parents=True)
-    log_lines: list[str] = []
-
-    def log(msg: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {msg}"
-        log_lines.append(line)
-        with open(tmp / "log.txt", "a") as fh:
-            fh.write(line + "\n")
-        if echo is not None:
-            echo(msg)
-
-    start = time.perf_counter()
+    ResultsStore(out).mark_running(planned.row("running", tag))
+    tmp = new_tmp_dir(out)
     try:
-        log(f"medad {medad.__version__} run {run_id} on {dev}")
-        (tmp / "config.yaml").write_text(
-            yaml.safe_dump({**resolved, "seed": spec.seed, "device": str(dev)}, sort_keys=False)
+        metrics, seconds = produce(
+            planned, tmp, cache_dir=out / ".cache", device=dev, progress=progress, echo=echo
         )
-        pre = cls.preprocess(config, dataset.channels)
-        cache = out / ".cache"
-        train_split = load_split(dataset, "train", pre, cache)
-        test_split = load_split(dataset, "test", pre, cache)
-        log(f"data {spec.dataset}: train {len(train_split)}, test {len(test_split)} "
-            f"({int(test_split.labels.sum())} abnormal), {pre.size}px, {pre.channels} channel(s)")  # fmt: skip
-        method = engine.create_method(cls, config, dataset.channels, spec.seed)
-        history = engine.train(method, train_split, pre, seed=spec.seed, device=dev,
-                               progress=progress, log=log)  # fmt: skip
-        log(f"trained {history.steps} steps in {history.seconds:.1f}s")
-        torch.save(method.state_dict(), tmp / "checkpoint.pt")
-        (tmp / "train.json").write_text(json.dumps(history.__dict__, indent=1))
-        pred = engine.predict(method, test_split, pre, device=dev)
-        pred.save(tmp / "predictions.npz")
-        metrics = evaluate(pred)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        log("metrics " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        final = out / "runs" / spec.dataset / spec.method / f"{chash}-seed{spec.seed}"
-        _replace_dir(tmp, final)
+        return commit(out, planned, tmp, metrics, seconds, tag)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        row.status, row.error, row.finished = "failed", f"{type(exc).__name__}: {exc}", time.time()
-        store.put(row)
+        record_failure(out, planned, exc, tag)
         raise
-    seconds = time.perf_counter() - start
-    row.status, row.metrics, row.finished, row.seconds = "done", metrics, time.time(), seconds
-    row.run_dir = final.relative_to(out).as_posix()
-    store.put(row)
-    return RunResult(run_id, final, metrics, {**resolved, "seed": spec.seed}, seconds)
 
 
 def _replace_dir(src: Path, dst: Path) -> None:

@@ -59,8 +59,10 @@ def test_datajson_layout(tmp_path):
     for group in names.values():
         for name in group:
             write_png(tmp_path / "images" / name, rng.integers(0, 255, (12, 10), np.uint8))
-    spec = {"train": {"0": names["train"], "unlabeled": ["x.png"]},
-            "test": {"0": names["n"], "1": names["a"]}}  # fmt: skip
+    spec = {
+        "train": {"0": names["train"], "unlabeled": ["x.png"]},
+        "test": {"0": names["n"], "1": names["a"]},
+    }
     (tmp_path / "data.json").write_text(json.dumps(spec))
     ds = get_dataset("datajson", tmp_path)
     assert isinstance(ds, DataJsonDataset)
@@ -92,7 +94,9 @@ def test_cache_is_reused_and_matches_a_fresh_decode(tmp_path):
     assert first.masks[3:].any() and not first.masks[:3].any()
     # a damaged cache file is rebuilt, not trusted
     cache_file.write_bytes(b"garbage")
-    np.testing.assert_array_equal(load_split(ds, "test", pre, tmp_path / "cache").images, first.images)
+    np.testing.assert_array_equal(
+        load_split(ds, "test", pre, tmp_path / "cache").images, first.images
+    )
 
 
 def test_preprocess_keeps_grayscale_single_channel_and_resizes(tmp_path):

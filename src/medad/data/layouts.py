@@ -167,7 +167,8 @@ class DataJsonDataset(DatasetSource):
         train, normal, abnormal = files("train", "0"), files("test", "0"), files("test", "1")
         self._records: dict[Split, list[Record]] = {
             "train": [Record(p.name, 0, p) for p in train],
-            "test": [Record(p.name, 0, p) for p in normal] + [Record(p.name, 1, p) for p in abnormal],
+            "test": [Record(p.name, 0, p) for p in normal]
+            + [Record(p.name, 1, p) for p in abnormal],
         }
         self._fingerprint = tree_fingerprint(name, [spec_path, *train, *normal, *abnormal])
 

@@ -49,7 +49,7 @@ class Preprocess:
 
 @dataclass
 class ArraySplit:
-    """A decoded split: images uint8 [N, C, H, W], labels int64 [N], masks bool [N, H, W] or None."""
+    """A decoded split: images uint8 [N, C, H, W], labels int64 [N], masks bool [N, H, W] | None."""
 
     images: np.ndarray
     labels: np.ndarray

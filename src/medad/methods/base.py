@@ -80,7 +80,7 @@ class Method(nn.Module):
         super().__init__()
         self.config = config
         self.channels = channels
-        #: NumPy generator for data-side randomness (synthetic anomalies, erasing); seeded by the engine
+        #: NumPy generator for data-side randomness (synthetic anomalies); seeded by the engine
         self.rng = np.random.default_rng(0)
 
     @classmethod
@@ -94,7 +94,9 @@ class Method(nn.Module):
         params = [p for p in self.parameters() if p.requires_grad]
         if not params or c.epochs == 0:
             return []
-        return [Stage("train", c.epochs, [Phase("model", params, c.lr, weight_decay=c.weight_decay)])]
+        return [
+            Stage("train", c.epochs, [Phase("model", params, c.lr, weight_decay=c.weight_decay)])
+        ]
 
     def training_loss(
         self, x: torch.Tensor, stage: str, phase: str
@@ -165,5 +167,6 @@ def build_config(cls: type[Method], values: dict[str, Any]) -> MethodConfig:
             for err in exc.errors()
         )
         known = ", ".join(cls.Config.model_fields)
-        raise MedadError(f"bad config for method {cls.name!r}: {problems} (fields: {known})") from None
-
+        raise MedadError(
+            f"bad config for method {cls.name!r}: {problems} (fields: {known})"
+        ) from None

@@ -86,14 +86,24 @@ class ResultsStore:
         """Insert or replace the row with this run id."""
         with self._connect() as con:
             con.execute(
-                "INSERT OR REPLACE INTO runs VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    row.run_id, row.method, row.dataset, row.seed, row.config_hash, row.status,
-                    row.run_dir, json.dumps(row.metrics), json.dumps(row.config), row.error,
-                    row.started, row.finished, row.seconds, row.tag,
+                    row.run_id,
+                    row.method,
+                    row.dataset,
+                    row.seed,
+                    row.config_hash,
+                    row.status,
+                    row.run_dir,
+                    json.dumps(row.metrics),
+                    json.dumps(row.config),
+                    row.error,
+                    row.started,
+                    row.finished,
+                    row.seconds,
+                    row.tag,
                 ),
-            )  # fmt: skip
+            )
 
     def mark_running(self, row: RunRow) -> None:
         row.status, row.started = "running", time.time()

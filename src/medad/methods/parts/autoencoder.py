@@ -2,8 +2,8 @@
 
 Encoder: 4 blocks of conv(k4, s2, p1) → BN → ReLU with widths w, 2w, 4w, 4w (w = 16).
 Bottleneck: flatten → FC(1024) → BN → ReLU → FC(latent); mirrored on the way back (FC(1024) → BN →
-ReLU → FC back to the feature map). Decoder: 4 transposed-conv blocks mirroring the encoder, the last
-without BN/ReLU. At 64×64 grayscale with latent 16 this is 2.35 M parameters.
+ReLU → FC back to the feature map). Decoder: 4 transposed-conv blocks mirroring the encoder, the
+last without BN/ReLU. At 64×64 grayscale with latent 16 this is 2.35 M parameters.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def down_block(cin: int, cout: int) -> nn.Sequential:
 
 
 def up_block(cin: int, cout: int, last: bool = False) -> nn.Sequential:
-    """transposed conv k4 s2 p1 (doubles the side) → BN → ReLU; the output block is the conv alone."""
+    """transposed conv k4 s2 p1 (doubles the side) → BN → ReLU; the last block is the conv alone."""
     conv = nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False)
     if last:
         return nn.Sequential(conv)
@@ -68,13 +68,18 @@ class FCBottleneck(nn.Module):
         self.shape = (channels, side, side)
         flat = channels * side * side
         self.encode = nn.Sequential(
-            nn.Flatten(), nn.Linear(flat, mid), nn.BatchNorm1d(mid), nn.ReLU(inplace=True),
+            nn.Flatten(),
+            nn.Linear(flat, mid),
+            nn.BatchNorm1d(mid),
+            nn.ReLU(inplace=True),
             nn.Linear(mid, latent_size),
-        )  # fmt: skip
+        )
         self.decode_fc = nn.Sequential(
-            nn.Linear(latent_size, mid), nn.BatchNorm1d(mid), nn.ReLU(inplace=True),
+            nn.Linear(latent_size, mid),
+            nn.BatchNorm1d(mid),
+            nn.ReLU(inplace=True),
             nn.Linear(mid, flat),
-        )  # fmt: skip
+        )
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decode_fc(z).view(z.shape[0], *self.shape)
@@ -99,7 +104,9 @@ class AutoEncoder(nn.Module):
         if image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16, got {image_size}")
         self.encoder = ConvEncoder(in_channels, base_width)
-        self.bottleneck = FCBottleneck(self.encoder.out_channels, image_size // 16, latent_size, mid)
+        self.bottleneck = FCBottleneck(
+            self.encoder.out_channels, image_size // 16, latent_size, mid
+        )
         self.decoder = ConvDecoder(out_channels or in_channels, base_width)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

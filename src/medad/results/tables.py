@@ -1,0 +1,188 @@
+"""Tables of results: mean ± std over seeds, methods × datasets, in the paper's layout.
+
+Values are percentages with one decimal, as in PAPER.md's tables; the standard deviation is the
+sample standard deviation over seeds (ddof = 1; 0 for a single seed). The best mean of each column
+is marked (bold in Markdown and LaTeX, bold green in the terminal); every metric here is
+higher-is-better.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from rich.table import Table
+
+from medad.errors import MedadError
+from medad.results.store import RunRow
+
+METRIC_NAMES = {
+    "image_auroc": "Image AUROC",
+    "image_ap": "Image AP",
+    "pixel_auroc": "Pixel AUROC",
+    "pixel_ap": "Pixel AP",
+    "best_dice": "Best Dice*",
+    "best_dice_paper": "Best Dice* (paper)",
+    "aupro": "AUPRO@0.3",
+}
+FORMATS = ("rich", "md", "csv", "latex")
+
+
+@dataclass
+class Stat:
+    mean: float
+    std: float
+    n: int
+
+
+@dataclass
+class Summary:
+    methods: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+    values: dict[tuple[str, str, str], Stat] = field(default_factory=dict)
+
+    def best(self, dataset: str, metric: str) -> float | None:
+        means = [
+            s.mean for (m, d, k), s in self.values.items() if d == dataset and k == metric
+        ]  # fmt: skip
+        return max(means) if means else None
+
+
+def row_label(row: RunRow) -> str:
+    return row.tag or row.method
+
+
+def summarize(rows: list[RunRow], metrics: list[str]) -> Summary:
+    """Group finished runs by (method label, dataset) and aggregate each metric over seeds."""
+    unknown = [m for m in metrics if m not in METRIC_NAMES]
+    if unknown:
+        raise MedadError(f"unknown metric {unknown[0]!r}; known: {', '.join(METRIC_NAMES)}")
+    summary = Summary(metrics=list(metrics))
+    groups: dict[tuple[str, str], list[RunRow]] = {}
+    for row in rows:
+        if row.status != "done":
+            continue
+        key = (row_label(row), row.dataset)
+        groups.setdefault(key, []).append(row)
+        if key[0] not in summary.methods:
+            summary.methods.append(key[0])
+        if key[1] not in summary.datasets:
+            summary.datasets.append(key[1])
+    for (label, dataset), group in groups.items():
+        for metric in metrics:
+            vals = np.array([r.metrics[metric] for r in group if metric in r.metrics], float)
+            if len(vals):
+                std = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+                summary.values[(label, dataset, metric)] = Stat(float(vals.mean()), std, len(vals))
+    summary.metrics = [m for m in metrics if any(k[2] == m for k in summary.values)]
+    if not summary.values:
+        raise MedadError("no finished runs with these metrics in the results store")
+    return summary
+
+
+def _cell(s: Stat | None) -> str:
+    if s is None:
+        return "–"
+    return f"{100 * s.mean:.1f} ± {100 * s.std:.1f}" if s.n > 1 else f"{100 * s.mean:.1f}"
+
+
+def _columns(summary: Summary) -> list[tuple[str, str]]:
+    return [(d, m) for d in summary.datasets for m in summary.metrics]
+
+
+def _is_best(summary: Summary, label: str, dataset: str, metric: str) -> bool:
+    s = summary.values.get((label, dataset, metric))
+    best = summary.best(dataset, metric)
+    return s is not None and best is not None and math.isclose(s.mean, best)
+
+
+def _header(dataset: str, metric: str, summary: Summary) -> str:
+    return f"{dataset} {METRIC_NAMES[metric]}" if len(summary.metrics) > 1 else dataset
+
+
+def to_rich(summary: Summary, title: str | None = None) -> Table:
+    table = Table(title=title, caption=_caption(summary))
+    table.add_column("method", style="bold")
+    for d, m in _columns(summary):
+        table.add_column(_header(d, m, summary), justify="right")
+    for label in summary.methods:
+        cells = []
+        for d, m in _columns(summary):
+            text = _cell(summary.values.get((label, d, m)))
+            cells.append(f"[bold green]{text}[/]" if _is_best(summary, label, d, m) else text)
+        table.add_row(label, *cells)
+    return table
+
+
+def _caption(summary: Summary) -> str:
+    what = "mean ± std over seeds, %" if any(s.n > 1 for s in summary.values.values()) else "%"
+    if len(summary.metrics) == 1:
+        what = f"{METRIC_NAMES[summary.metrics[0]]}, {what}"
+    if any(m.startswith("best_dice") for m in summary.metrics):
+        what += "; * threshold chosen on the test masks (oracle)"
+    return what
+
+
+def to_markdown(summary: Summary) -> str:
+    cols = _columns(summary)
+    lines = [
+        "| method | " + " | ".join(_header(d, m, summary) for d, m in cols) + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
+    for label in summary.methods:
+        cells = []
+        for d, m in cols:
+            text = _cell(summary.values.get((label, d, m)))
+            cells.append(f"**{text}**" if _is_best(summary, label, d, m) else text)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\n{_caption(summary)}\n"
+
+
+def to_csv(summary: Summary) -> str:
+    """Long form: one line per (method, dataset, metric) with mean, std and number of seeds."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["method", "dataset", "metric", "mean", "std", "n"])
+    for (label, dataset, metric), s in summary.values.items():
+        writer.writerow([label, dataset, metric, f"{s.mean:.6f}", f"{s.std:.6f}", s.n])
+    return buf.getvalue()
+
+
+_LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {"\\": r"\textbackslash{}", "~": r"\~{}"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
+
+
+def to_latex(summary: Summary) -> str:
+    cols = _columns(summary)
+    out = [r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule"]
+    out.append(
+        "Method & " + " & ".join(_latex_escape(_header(d, m, summary)) for d, m in cols) + r" \\"
+    )
+    out.append(r"\midrule")
+    for label in summary.methods:
+        cells = []
+        for d, m in cols:
+            text = _cell(summary.values.get((label, d, m))).replace("±", r"$\pm$")
+            text = text.replace("–", "--")
+            cells.append(rf"\textbf{{{text}}}" if _is_best(summary, label, d, m) else text)
+        out.append(_latex_escape(label) + " & " + " & ".join(cells) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}", f"% {_caption(summary)}"]
+    return "\n".join(out) + "\n"
+
+
+def render_text(summary: Summary, fmt: str) -> str:
+    """The table as Markdown, CSV or LaTeX text."""
+    if fmt == "md":
+        return to_markdown(summary)
+    if fmt == "csv":
+        return to_csv(summary)
+    if fmt == "latex":
+        return to_latex(summary)
+    raise MedadError(f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}")

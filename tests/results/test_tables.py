@@ -1,0 +1,57 @@
+"""Tables aggregate seeds (mean ± sample std) and mark the best per column in every format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medad.errors import MedadError
+from medad.results.store import ResultsStore, RunRow
+from medad.results.tables import render_text, summarize, to_rich
+
+
+def _rows() -> list[RunRow]:
+    rows = []
+    values = {("ae", "brain"): [0.80, 0.90, 0.85], ("ae_l1", "brain"): [0.70, 0.72, 0.71],
+              ("ae", "chest"): [0.60, 0.62, 0.64], ("ae_l1", "chest"): [0.66, 0.70, 0.68]}  # fmt: skip
+    for (method, dataset), vals in values.items():
+        for seed, v in enumerate(vals):
+            rows.append(RunRow(f"{dataset}/{method}/{seed}", method, dataset, seed, "h", "done",
+                               metrics={"image_auroc": v, "image_ap": v - 0.1}))  # fmt: skip
+    rows.append(RunRow("x", "ae", "brain", 9, "h", "failed", metrics={}))
+    return rows
+
+
+def test_summary_mean_and_sample_std():
+    s = summarize(_rows(), ["image_auroc"])
+    stat = s.values[("ae", "brain", "image_auroc")]
+    assert stat.n == 3
+    assert stat.mean == pytest.approx(0.85)
+    assert stat.std == pytest.approx(np.std([0.80, 0.90, 0.85], ddof=1))
+    assert s.methods == ["ae", "ae_l1"] and s.datasets == ["brain", "chest"]
+
+
+def test_formats_mark_the_best_of_each_column():
+    s = summarize(_rows(), ["image_auroc"])
+    md = render_text(s, "md")
+    assert "| ae | **85.0 ± 5.0** | 62.0 ± 2.0 |" in md
+    assert "| ae_l1 | 71.0 ± 1.0 | **68.0 ± 2.0** |" in md
+    latex = render_text(s, "latex")
+    assert r"\textbf{85.0 $\pm$ 5.0}" in latex and r"ae\_l1" in latex
+    csv_text = render_text(s, "csv").splitlines()
+    assert csv_text[0] == "method,dataset,metric,mean,std,n"
+    assert "ae,brain,image_auroc,0.850000,0.050000,3" in csv_text
+    assert to_rich(s).row_count == 2
+
+
+def test_several_metrics_and_errors(tmp_path):
+    s = summarize(_rows(), ["image_auroc", "image_ap", "pixel_ap"])
+    assert s.metrics == ["image_auroc", "image_ap"]  # no run has pixel_ap
+    with pytest.raises(MedadError, match="unknown metric"):
+        summarize(_rows(), ["auroc"])
+    with pytest.raises(MedadError, match="no finished runs"):
+        summarize([], ["image_auroc"])
+    store = ResultsStore(tmp_path)
+    for row in _rows():
+        store.put(row)
+    assert len(store.rows(status="done")) == 12
