@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= medad-runs
 
-.PHONY: demo test lint bench-metrics clean
+.PHONY: demo test browser lint bench-metrics clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +14,18 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/medad run --method ae --dataset synth-brain --out $(OUT)
-	$(BIN)/medad run --method ae --dataset synth-brain --set latent_size=4 --out $(OUT)
-	$(BIN)/medad run --method ae --dataset synth-chest --out $(OUT)
-	$(BIN)/medad results --results $(OUT)
+	$(BIN)/medad bench configs/demo.yaml --out $(OUT)
+	$(BIN)/medad table --results $(OUT) --metric image_auroc --metric image_ap --metric pixel_ap --metric best_dice --metric aupro
+	$(BIN)/medad report --results $(OUT) --out $(OUT)/report
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(BIN)/python -m pytest -q
+
+# The report's test opens the page in headless Chromium; install it where we can (root + apt).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "note: no Chromium; the report's browser test will be skipped"
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks

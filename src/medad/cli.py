@@ -300,14 +300,24 @@ def bench(
 
         def on_event(kind: str, cell, detail: str) -> None:
             first = detail.splitlines()[0] if detail else ""
-            text = {"skip": f"skip ({detail})", "start": "start", "done": "[green]done[/]",
-                    "failed": f"[red]failed[/]: {first}"}[kind]  # fmt: skip
+            text = {
+                "skip": f"skip ({detail})",
+                "start": "start",
+                "done": "[green]done[/]",
+                "failed": f"[red]failed[/]: {first}",
+            }[kind]
             err_console.print(f"  {cell.run_id} [dim]{cell.label}[/] {text}", highlight=False)
 
         summary = run_grid(
-            cells, root, executor=executor, workers=workers, address=address,  # type: ignore[arg-type]
-            retry_failed=retry_failed, device=device or exp.device, on_event=on_event,
-        )  # fmt: skip
+            cells,
+            root,
+            executor=executor,
+            workers=workers,
+            address=address,  # type: ignore[arg-type]
+            retry_failed=retry_failed,
+            device=device or exp.device,
+            on_event=on_event,
+        )
     except MedadError as exc:
         raise _fail(str(exc)) from None
     err_console.print(
@@ -351,6 +361,47 @@ def table(
         console.print(to_rich(summary))
     else:
         sys.stdout.write(render_text(summary, fmt))
+
+
+@app.command()
+def report(
+    results_: Annotated[
+        Path, typer.Option("--results", help="Output root of `medad bench` / `medad run`.")
+    ] = Path("medad-runs"),
+    out: Annotated[Path, typer.Option(help="Folder to write index.html into.")] = Path(
+        "medad-report"
+    ),
+    data_root: Annotated[
+        Path | None, typer.Option(help="Where datasets on disk live, for the image gallery.")
+    ] = None,
+) -> None:
+    """Write a static HTML report: tables, ROC/PR curves, histograms, gallery, study plots."""
+    from medad.report import build_report
+
+    try:
+        page = build_report(results_, out, data_root=data_root)
+    except MedadError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"report: {page}", highlight=False)
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (config.yaml + checkpoint.pt).")],
+    input_: Annotated[
+        Path, typer.Option("--input", help="Folder of images (PNG, JPEG, TIFF, DICOM, NIfTI).")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for scores.csv and map overlays.")],
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
+) -> None:
+    """Score new images with a trained run: a CSV of scores and anomaly-map overlays."""
+    from medad.inference import predict_folder
+
+    try:
+        path = predict_folder(run_dir, input_, out, device)
+    except MedadError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"scores: {path}", highlight=False)
 
 
 def _register_extra_commands() -> None:

@@ -32,6 +32,7 @@ import yaml
 
 import medad
 from medad import engine
+from medad.atomic import replace_dir, write_text
 from medad.data.base import get_dataset
 from medad.data.loading import load_split
 from medad.errors import MedadError
@@ -162,7 +163,15 @@ def produce(
     start = time.perf_counter()
     log(f"medad {medad.__version__} run {planned.run_id} on {dev}")
     (folder / "config.yaml").write_text(
-        yaml.safe_dump({**planned.resolved, "seed": spec.seed, "device": str(dev)}, sort_keys=False)
+        yaml.safe_dump(
+            {
+                **planned.resolved,
+                "seed": spec.seed,
+                "channels": dataset.channels,
+                "device": str(dev),
+            },
+            sort_keys=False,
+        )
     )
     pre = cls.preprocess(config, dataset.channels)
     train_split = load_split(dataset, "train", pre, cache_dir)
@@ -228,7 +237,7 @@ def commit(
     """Move a finished run folder into place, then record it as done (the store row comes last)."""
     out = Path(out)
     final = out / planned.rel_dir
-    _replace_dir(folder, final)
+    replace_dir(folder, final)
     row = planned.row("done", tag)
     row.run_dir, row.metrics, row.seconds = planned.rel_dir, metrics, seconds
     row.started, row.finished = time.time() - seconds, time.time()
@@ -278,27 +287,13 @@ def execute(
         raise
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished folder `src` to `dst`, replacing an earlier result only once complete."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
-
-
 def evaluate_run(run_dir: Path) -> dict[str, float]:
     """Recompute a run's metrics from its saved predictions and rewrite ``metrics.json``."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MedadError(f"{run_dir}: run folder not found")
     metrics = evaluate(Predictions.load(run_dir / "predictions.npz"))
-    tmp = run_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, run_dir / "metrics.json")
+    write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     _update_store_metrics(run_dir, metrics)
     return metrics
 

@@ -73,8 +73,9 @@ def test_shipped_configs_are_valid(path, tmp_path, monkeypatch):
     assert exp.methods and exp.datasets
     for m in exp.methods:  # every method and override exists, even where the data is absent
         cls = method_class(m.name)
-        build_config(cls, {**{k: v for k, v in exp.set.items() if k in cls.Config.model_fields},
-                           **m.set})  # fmt: skip
+        build_config(
+            cls, {**{k: v for k, v in exp.set.items() if k in cls.Config.model_fields}, **m.set}
+        )
     known = {i.name for i in dataset_infos()}
     assert all(d.name in known for d in exp.datasets)
     embedded = all(d.name.startswith("synth-") for d in exp.datasets)

@@ -40,8 +40,18 @@ def test_killed_grid_resumes_with_every_cell_exactly_once(tmp_path):
     cfg = tmp_path / "grid.yaml"
     cfg.write_text(GRID)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "medad", "bench", str(cfg), "--quick", "--out", str(out),
-           "--device", "cpu"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "medad",
+        "bench",
+        str(cfg),
+        "--quick",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240

@@ -12,12 +12,25 @@ from medad.results.tables import render_text, summarize, to_rich
 
 def _rows() -> list[RunRow]:
     rows = []
-    values = {("ae", "brain"): [0.80, 0.90, 0.85], ("ae_l1", "brain"): [0.70, 0.72, 0.71],
-              ("ae", "chest"): [0.60, 0.62, 0.64], ("ae_l1", "chest"): [0.66, 0.70, 0.68]}  # fmt: skip
+    values = {
+        ("ae", "brain"): [0.80, 0.90, 0.85],
+        ("ae_l1", "brain"): [0.70, 0.72, 0.71],
+        ("ae", "chest"): [0.60, 0.62, 0.64],
+        ("ae_l1", "chest"): [0.66, 0.70, 0.68],
+    }
     for (method, dataset), vals in values.items():
         for seed, v in enumerate(vals):
-            rows.append(RunRow(f"{dataset}/{method}/{seed}", method, dataset, seed, "h", "done",
-                               metrics={"image_auroc": v, "image_ap": v - 0.1}))  # fmt: skip
+            rows.append(
+                RunRow(
+                    f"{dataset}/{method}/{seed}",
+                    method,
+                    dataset,
+                    seed,
+                    "h",
+                    "done",
+                    metrics={"image_auroc": v, "image_ap": v - 0.1},
+                )
+            )
     rows.append(RunRow("x", "ae", "brain", 9, "h", "failed", metrics={}))
     return rows
 

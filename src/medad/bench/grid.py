@@ -64,9 +64,11 @@ def plan_cells(
     for m in exp.methods:
         fields = method_class(m.name).Config.model_fields
         for d in exp.datasets:
-            root = Path(d.data_root) if d.data_root else (
-                Path(exp.data_root) if exp.data_root else data_root
-            )  # fmt: skip
+            root = (
+                Path(d.data_root)
+                if d.data_root
+                else (Path(exp.data_root) if exp.data_root else data_root)
+            )
             for seed in exp.seeds:
                 shared = {k: v for k, v in exp.set.items() if k in fields}
                 overrides, options = {**shared, **m.set}, dict(d.options)
@@ -145,8 +147,15 @@ def _record(summary: GridSummary, cell: Cell, error: str | None, event) -> None:
 def _run_here(cell: Cell, out: Path, device: str | None) -> str | None:
     """Run one cell in this process; returns None, or the error text (recorded in the store)."""
     try:
-        runs.execute(cell.planned.spec, out, data_root=None, device=device, progress=False,
-                     tag=cell.label, planned=cell.planned)  # fmt: skip
+        runs.execute(
+            cell.planned.spec,
+            out,
+            data_root=None,
+            device=device,
+            progress=False,
+            tag=cell.label,
+            planned=cell.planned,
+        )
         return None
     except (KeyboardInterrupt, SystemExit):
         raise
@@ -187,8 +196,9 @@ def _ray_task(spec: runs.RunSpec, data_root: str | None, device: str | None) -> 
     work = Path(tempfile.mkdtemp(prefix="medad-ray-"))
     try:
         planned = runs.plan(spec, Path(data_root) if data_root else None)
-        metrics, seconds = runs.produce(planned, work / "run", cache_dir=work / "cache",
-                                        device=device, progress=False)  # fmt: skip
+        metrics, seconds = runs.produce(
+            planned, work / "run", cache_dir=work / "cache", device=device, progress=False
+        )
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
             tar.add(work / "run", arcname=".")
@@ -208,15 +218,18 @@ def _run_ray(todo, out, address, device, summary, event) -> None:
         raise MedadError("the ray executor needs Ray: pip install 'medad[ray]'") from None
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 ignore_reinit_error=True)  # fmt: skip
+        ray.init(
+            address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True
+        )
     try:
         remote = ray.remote(_ray_task)
         pending = {}
         store = ResultsStore(out)
         for cell in todo:
-            opts = {"num_cpus": cell.resources.get("num_cpus", 1),
-                    "num_gpus": cell.resources.get("num_gpus", 0)}  # fmt: skip
+            opts = {
+                "num_cpus": cell.resources.get("num_cpus", 1),
+                "num_gpus": cell.resources.get("num_gpus", 0),
+            }
             store.mark_running(cell.planned.row("running", cell.label))
             event("start", cell, "")
             root = str(cell.data_root) if cell.data_root else None

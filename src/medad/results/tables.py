@@ -46,9 +46,7 @@ class Summary:
     values: dict[tuple[str, str, str], Stat] = field(default_factory=dict)
 
     def best(self, dataset: str, metric: str) -> float | None:
-        means = [
-            s.mean for (m, d, k), s in self.values.items() if d == dataset and k == metric
-        ]  # fmt: skip
+        means = [s.mean for (m, d, k), s in self.values.items() if d == dataset and k == metric]
         return max(means) if means else None
 
 
