@@ -181,3 +181,24 @@ def test_mask_of_the_wrong_size_is_named(tmp_path):
     res = invoke("run", "-m", "ae", "-d", "folder", "--data-root", root, "--out", tmp_path / "o")
     assert res.exit_code == 2, res.output
     assert "img2.png" in res.output and "size" in res.output
+
+
+def test_anomalies_gallery_command(tmp_path):
+    res = invoke(
+        "anomalies",
+        "--kind",
+        "nsa",
+        "--dataset",
+        "synth-brain",
+        "--out",
+        tmp_path,
+        "--n",
+        "4",
+        "--size",
+        "64",
+        *SMALL_OPTS,
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "nsa.png").is_file()
+    res = invoke("anomalies", "--kind", "nope", "--out", tmp_path)
+    assert res.exit_code == 2 and "unknown generator 'nope'" in res.output

@@ -404,6 +404,50 @@ def predict(
     console.print(f"scores: {path}", highlight=False)
 
 
+@app.command()
+def anomalies(
+    kind: Annotated[
+        str,
+        typer.Option(help="Generator: cutpaste, cutpaste-scar, fpi, pii, nsa, draem, anatpaste."),
+    ],
+    dataset: Annotated[
+        str, typer.Option(help="Dataset whose training images are used.")
+    ] = "synth-brain",
+    out: Annotated[Path, typer.Option(help="Folder to write <kind>.png into.")] = Path(
+        "medad-anomalies"
+    ),
+    n: Annotated[int, typer.Option(help="Number of examples.")] = 8,
+    size: Annotated[int, typer.Option(help="Side of the images, in pixels.")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed of the generator.")] = 0,
+    data_root: Annotated[Path | None, typer.Option(help="Where datasets on disk live.")] = None,
+    data_option: Annotated[
+        list[str], typer.Option("--data-option", help="Dataset option key=value.")
+    ] = [],  # noqa: B006
+) -> None:
+    """Show what a synthetic-anomaly generator does: a grid of originals, anomalies and labels."""
+    from medad.anomalies import GENERATORS
+    from medad.anomalies.gallery import write_gallery
+    from medad.data.base import get_dataset
+    from medad.data.loading import Preprocess, load_split
+    from medad.runs import default_data_root
+
+    try:
+        if kind not in GENERATORS:
+            raise MedadError(f"unknown generator {kind!r}; known: {', '.join(GENERATORS)}")
+        if n < 1:
+            raise MedadError("--n must be at least 1")
+        ds = get_dataset(
+            dataset,
+            data_root or default_data_root(),
+            **parse_assignments(data_option, "--data-option"),
+        )
+        train = load_split(ds, "train", Preprocess(size=size, channels=ds.channels))
+        path = write_gallery(kind, train.images[: 4 * n], out, n=n, seed=seed)
+    except MedadError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"gallery: {path}", highlight=False)
+
+
 def _register_extra_commands() -> None:
     """Commands defined beside the data layer (``prepare``, ``check-data``), when present."""
     try:
