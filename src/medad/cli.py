@@ -12,6 +12,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from medad.cli_data import register as register_data_commands
 from medad.errors import MedadError
 
 app = typer.Typer(
@@ -20,12 +21,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+# piped output (files, scripts) gets wide tables rather than Rich's 80-column default
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
 def _fail(msg: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    err_console.print("[bold red]error:[/] ", end="")
+    err_console.print(msg, markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -448,16 +451,8 @@ def anomalies(
     console.print(f"gallery: {path}", highlight=False)
 
 
-def _register_extra_commands() -> None:
-    """Commands defined beside the data layer (``prepare``, ``check-data``), when present."""
-    try:
-        from medad.cli_data import register
-    except ImportError:  # pragma: no cover - during development only
-        return
-    register(app, console=console, err_console=err_console, fail=_fail)
-
-
-_register_extra_commands()
+# ``prepare`` and ``check-data`` are defined beside the data layer
+register_data_commands(app, console=console, err_console=err_console, fail=_fail)
 
 
 def main() -> None:  # pragma: no cover

@@ -32,3 +32,7 @@ def _folder(root, **options):
 )
 def _datajson(root, **options):
     return layouts.DataJsonDataset(_require_root("datajson", root), **options)
+
+
+import medad.data.external  # noqa: E402,F401
+import medad.data.official  # noqa: E402,F401
