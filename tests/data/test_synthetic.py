@@ -220,6 +220,7 @@ def test_records(kind: str) -> None:
     for r in train + test:
         assert isinstance(r.image, np.ndarray) and r.image.dtype == np.uint8
         assert r.image.shape == (SIZE, SIZE)
+    assert not train[0].image.flags.writeable  # the memoised arrays cannot be altered by users
     for r in test[:3]:
         assert r.mask is None
     for r in test[3:]:

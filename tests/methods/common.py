@@ -33,7 +33,9 @@ def train_and_predict(
     return method, engine.predict(method, test, pre, device="cpu")
 
 
-def method_metrics(name: str, overrides: dict[str, Any] | None = None, **kw: Any) -> dict[str, float]:
+def method_metrics(
+    name: str, overrides: dict[str, Any] | None = None, **kw: Any
+) -> dict[str, float]:
     """Metrics of `name` trained with `overrides` on a small synth-brain (see SMALL_BRAIN)."""
     _, pred = train_and_predict(name, overrides, **kw)
     return evaluate(pred)

@@ -46,4 +46,7 @@ def test_imagenet_input_replicates_grayscale():
     x = torch.zeros(2, 1, 8, 8)  # mid-grey in [-1, 1]
     y = ImageNetInput((-1.0, 1.0))(x)
     assert y.shape == (2, 3, 8, 8)
-    torch.testing.assert_close(y[0, :, 0, 0], (0.5 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225]))
+    torch.testing.assert_close(
+        y[0, :, 0, 0],
+        (0.5 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225]),
+    )

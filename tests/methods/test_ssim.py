@@ -20,7 +20,9 @@ def _direct_ssim(x: np.ndarray, y: np.ndarray, size: int = 11, sigma: float = 1.
             ma, mb = (w * a).sum(), (w * b).sum()
             va, vb = (w * a * a).sum() - ma**2, (w * b * b).sum() - mb**2
             cov = (w * a * b).sum() - ma * mb
-            out[i, j] = ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
+            out[i, j] = ((2 * ma * mb + c1) * (2 * cov + c2)) / (
+                (ma**2 + mb**2 + c1) * (va + vb + c2)
+            )
     return out
 
 

@@ -899,7 +899,7 @@ class SyntheticDataset(DatasetSource):
         self._records: dict[str, list[Record]] = {}
 
     def _batch(self, n: int, stream: int, abnormal: bool) -> SyntheticBatch:
-        return generate(
+        batch = generate(
             self.kind,
             n,
             size=self.size,
@@ -908,6 +908,10 @@ class SyntheticDataset(DatasetSource):
             stream=stream,
             difficulty=self.difficulty,
         )
+        # records hand out views of these arrays, kept for the instance's lifetime: read-only
+        batch.images.flags.writeable = False
+        batch.masks.flags.writeable = False
+        return batch
 
     def records(self, split: Split) -> list[Record]:
         if split not in SPLITS:

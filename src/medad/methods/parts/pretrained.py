@@ -52,7 +52,9 @@ def resolve_weights(arch: str, weights: str) -> Path | None:
         return path
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise MedadError(f"{path}: weights file not found (weights= takes imagenet, random or a file)")
+        raise MedadError(
+            f"{path}: weights file not found (weights= takes imagenet, random or a file)"
+        )
     return path
 
 
