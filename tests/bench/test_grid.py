@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from medad.bench import plan_cells, run_grid
 from medad.bench.config import parse_experiment
@@ -100,8 +101,16 @@ def test_parallel_executors_match_in_process(executor, tmp_path):
         pytest.importorskip("ray")
     exp = parse_experiment(GRID.replace("seeds: [0, 1]", "seeds: [0]"))
     cells = plan_cells(exp, quick=True)[:2]
-    local = run_grid(cells, tmp_path / "local", device="cpu")
-    other = run_grid(cells, tmp_path / executor, executor=executor, workers=2, device="cpu")
+    # same thread count as each worker (1 CPU per cell), so results are bit-identical
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = run_grid(cells, tmp_path / "local", device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    other = run_grid(
+        cells, tmp_path / executor, executor=executor, workers=os.cpu_count() or 1, device="cpu"
+    )
     assert sorted(local.done) == sorted(other.done) and not other.failed
     a = {r.run_id: r.metrics for r in ResultsStore(tmp_path / "local").rows()}
     b = {r.run_id: r.metrics for r in ResultsStore(tmp_path / executor).rows()}

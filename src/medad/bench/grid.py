@@ -191,8 +191,13 @@ def _run_processes(todo, out, workers, device, summary, event) -> None:
                 _record(summary, cell, error, event)
 
 
-def _ray_task(spec: runs.RunSpec, data_root: str | None, device: str | None) -> dict[str, Any]:
+def _ray_task(
+    spec: runs.RunSpec, data_root: str | None, device: str | None, threads: int
+) -> dict[str, Any]:
     """Runs on a Ray worker: produce the run folder locally and ship it back as a tar archive."""
+    import torch
+
+    torch.set_num_threads(threads)  # as many threads as CPUs reserved for the task
     work = Path(tempfile.mkdtemp(prefix="medad-ray-"))
     try:
         planned = runs.plan(spec, Path(data_root) if data_root else None)
@@ -233,7 +238,8 @@ def _run_ray(todo, out, address, device, summary, event) -> None:
             store.mark_running(cell.planned.row("running", cell.label))
             event("start", cell, "")
             root = str(cell.data_root) if cell.data_root else None
-            pending[remote.options(**opts).remote(cell.planned.spec, root, device)] = cell
+            threads = max(1, int(opts["num_cpus"]))
+            pending[remote.options(**opts).remote(cell.planned.spec, root, device, threads)] = cell
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             cell = pending.pop(ready[0])
