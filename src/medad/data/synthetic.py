@@ -467,9 +467,9 @@ def _brain_lesions(
         rho = an.edge * 0.8 * np.sqrt(rng.uniform(0.02, 1.0))
         ang = rng.uniform(0.0, 2.0 * np.pi)
         cx, cy = an.head.to_image(rho * np.cos(ang), rho * np.sin(ang))
-        radius = _log_uniform(rng, 0.05, 0.3 * math.sqrt(strength))
+        radius = _log_uniform(rng, 0.06, 0.32 * math.sqrt(strength))
         blob = _Blob.draw(rng, cx, cy, radius, irregularity=0.35)
-        contrast = strength * float(rng.uniform(0.1, 0.5))
+        contrast = strength * float(rng.uniform(0.15, 0.6))
         core = float(rng.uniform(0.45, 0.8)) if rng.uniform() < 0.6 else 1.0  # < 1: oedema halo
         necrosis = float(rng.uniform(0.3, 0.6)) if radius > 0.08 and rng.uniform() < 0.4 else 0.0
         soft = float(rng.uniform(0.06, 0.2))
