@@ -14,6 +14,7 @@ from rich.table import Table
 
 from medad.cli_data import register as register_data_commands
 from medad.errors import MedadError
+from medad.results.tables import METRIC_NAMES
 
 app = typer.Typer(
     help="Train, evaluate and compare anomaly-detection methods on medical images.",
@@ -46,29 +47,18 @@ def parse_assignments(items: list[str], what: str) -> dict[str, Any]:
     return out
 
 
-METRIC_LABELS = {
-    "image_auroc": "Image AUROC",
-    "image_ap": "Image AP",
-    "pixel_auroc": "Pixel AUROC",
-    "pixel_ap": "Pixel AP",
-    "best_dice": "Best Dice*",
-    "best_dice_paper": "Best Dice* (paper)",
-    "aupro": "AUPRO@0.3",
-}
-
-
 def metrics_table(
     title: str, rows: list[tuple[str, dict[str, float]]], status: list[str] | None = None
 ) -> Table:
     """A Rich table of metrics in percent, one row per run (missing metrics shown as –)."""
-    present = [m for m in METRIC_LABELS if any(m in r for _, r in rows)]
+    present = [m for m in METRIC_NAMES if any(m in r for _, r in rows)]
     oracle = any("best_dice" in r for _, r in rows)
     table = Table(
         title=title, caption="* threshold chosen on the test masks (oracle)" if oracle else None
     )
     table.add_column("run")
     for m in present:
-        table.add_column(METRIC_LABELS[m], justify="right")
+        table.add_column(METRIC_NAMES[m], justify="right")
     if status is not None:
         table.add_column("status")
     for i, (name, r) in enumerate(rows):
