@@ -37,7 +37,7 @@ from medad.data.base import get_dataset
 from medad.data.loading import load_split
 from medad.errors import MedadError
 from medad.evaluation import evaluate
-from medad.methods.base import build_config, method_class
+from medad.methods.base import uses_study_schedule, build_config, method_class
 from medad.predictions import Predictions
 from medad.results.store import STORE_NAME, ResultsStore, RunRow
 
@@ -75,7 +75,7 @@ def resolve(spec: RunSpec, data_root: Path | None = None) -> tuple[Any, Any, dic
     cls = method_class(spec.method)
     dataset = get_dataset(spec.dataset, data_root, **spec.dataset_options)
     values = dict(spec.overrides)
-    if "epochs" not in values and dataset.default_epochs is not None:
+    if "epochs" not in values and dataset.default_epochs is not None and uses_study_schedule(cls):
         values["epochs"] = dataset.default_epochs
     config = build_config(cls, values)
     resolved = {

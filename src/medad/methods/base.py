@@ -157,6 +157,13 @@ def method_class(name: str) -> type[Method]:
     return _METHODS[name]
 
 
+def uses_study_schedule(cls: type[Method]) -> bool:
+    """Whether a method trains for the study's shared budget (250 epochs by default), so that a
+    dataset's own budget (Brain Tumor: 600; the embedded data: 50) replaces it. Methods with a
+    schedule of their own (DRAEM 700, two-stage SSL 100, frozen features 0) keep theirs."""
+    return cls.Config.model_fields["epochs"].default == MethodConfig.model_fields["epochs"].default
+
+
 def build_config(cls: type[Method], values: dict[str, Any]) -> MethodConfig:
     """Validate `values` against the method's config, with a message naming the bad key."""
     try:

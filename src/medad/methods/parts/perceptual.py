@@ -1,0 +1,182 @@
+"""Frozen VGG19 features and the relative perceptual L1 distance of Shvetsova et al. 2021.
+
+Shvetsova, Bakker, Fedulova, Schulz, Dylov, "Anomaly detection in medical imaging with deep
+perceptual autoencoders", IEEE Access 9 (2021); code: ninatu/anomaly_detection
+(``dpa/rec_losses.py``), copied into MedIAnomaly's ``utils/losses.py`` for its AE-PL row.
+
+The distance between an image x and its reconstruction y uses the features f of one VGG19 layer
+(relu4_2 in both codes: their default ``feature_weights={"r42": 1}``), standardised per channel,
+f̂ = (f − μ) / σ, and divided by the size of x's own features:
+
+    d(x, y)[h, w] = mean_c |f̂(x) − f̂(y)|[c, h, w] / mean_{c,h,w} |f̂(x)|
+
+The denominator is a per-image constant, detached from the graph as in their code; it makes the
+distance "relative", i.e. insensitive to the overall contrast of the image. The mean of the map
+is their training loss; the map itself, upsampled, is the anomaly map.
+
+On μ and σ (see `RelativePerceptualL1`): both codes load per-channel statistics of VGG19 features
+on ImageNet from a file they ship (``vgg19_ILSVRC2012_object_detection_mean_var.pt``) and divide
+by its second entry, named ``var``. That file is data medad cannot ship, and with random weights
+ImageNet statistics would not apply anyway. medad therefore standardises by statistics of the
+normal training images by default (mean and standard deviation of each channel over the first
+training batch), and also reads the original file, or a ``{"mean": …, "std": …}`` file, so runs
+with ImageNet weights can use exactly the original normalisation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medad.errors import MedadError
+from medad.methods.parts.pretrained import ImageNetInput, load_backbone
+
+#: convs per VGG19 block (Simonyan & Zisserman 2015, configuration E)
+_VGG19_BLOCKS = (2, 2, 4, 4, 4)
+_VGG19_WIDTHS = (64, 128, 256, 512, 512)
+
+
+def _relu_layers() -> dict[str, tuple[int, int, int]]:
+    """``relu{block}_{k}`` → (end index in torchvision's ``vgg19().features``, channels, stride)."""
+    layers, i = {}, 0
+    for b, (n, width) in enumerate(zip(_VGG19_BLOCKS, _VGG19_WIDTHS, strict=True), start=1):
+        for k in range(1, n + 1):
+            layers[f"relu{b}_{k}"] = (i + 2, width, 2 ** (b - 1))  # conv at i, its ReLU at i + 1
+            i += 2
+        i += 1  # the block's max-pool
+    return layers
+
+
+VGG19_LAYERS = _relu_layers()
+
+
+class FrozenVGG19(nn.Module):
+    """VGG19 features up to a ReLU layer, frozen: [B, C, S, S] in `value_range` → [B, c, S/r, S/r].
+
+    The VGG weights are pretrained data, not model state: they are kept out of ``parameters()``
+    (so no optimiser ever sees them) and out of ``state_dict()`` (so checkpoints stay small and
+    loading one needs the same `weights`), but they follow the module across devices and dtypes.
+    """
+
+    def __init__(
+        self,
+        layer: str = "relu4_2",
+        weights: str = "imagenet",
+        value_range: tuple[float, float] = (-1.0, 1.0),
+    ) -> None:
+        super().__init__()
+        if layer not in VGG19_LAYERS:
+            raise MedadError(f"unknown VGG19 layer {layer!r}; use one of {', '.join(VGG19_LAYERS)}")
+        end, self.channels, self.stride = VGG19_LAYERS[layer]
+        self.layer = layer
+        self.input = ImageNetInput(value_range)
+        net = load_backbone("vgg19", weights).features[:end]
+        net.requires_grad_(False).eval()
+        object.__setattr__(self, "frozen", net)  # a plain attribute: not a registered submodule
+
+    frozen: nn.Sequential
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        super()._apply(fn, recurse)
+        self.frozen._apply(fn)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.frozen(self.input(x))
+
+
+def relative_l1_map(
+    fx: torch.Tensor, fy: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
+    """Relative L1 distance of feature maps [B, c, h, w] → [B, h, w] (see the module docstring)."""
+    mean, std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+    nx, ny = (fx - mean) / std, (fy - mean) / std
+    size = nx.abs().mean(dim=(1, 2, 3)).detach().clamp_min(1e-12)
+    return (nx - ny).abs().mean(dim=1) / size.view(-1, 1, 1)
+
+
+class RelativePerceptualL1(nn.Module):
+    """The relative perceptual L1 map d(x, y) on frozen VGG19 features, with its statistics.
+
+    `stats`: ``"train"`` (estimate μ, σ from the first batch given to `estimate`), ``"none"``
+    (μ = 0, σ = 1), or a file: ``{"mean": [c], "std": [c]}``, or the Shvetsova/MedIAnomaly file
+    ``{"r42": (mean, var), ...}`` whose second entry is used as the divisor exactly as their code
+    does. μ and σ are buffers, so they are saved with the method's checkpoint.
+    """
+
+    def __init__(
+        self,
+        layer: str = "relu4_2",
+        weights: str = "imagenet",
+        stats: str = "train",
+        value_range: tuple[float, float] = (-1.0, 1.0),
+    ) -> None:
+        super().__init__()
+        self.features = FrozenVGG19(layer, weights, value_range)
+        c = self.features.channels
+        self.register_buffer("mean", torch.zeros(c))
+        self.register_buffer("std", torch.ones(c))
+        self.register_buffer("ready", torch.tensor(stats != "train"))
+        if stats not in ("train", "none"):
+            m, s = load_feature_stats(Path(stats), layer, c)
+            self.mean.copy_(m)
+            self.std.copy_(s)
+
+    @torch.no_grad()
+    def estimate(self, x: torch.Tensor) -> None:
+        """Set μ, σ per channel from the features of images `x`, once (later calls do nothing).
+
+        σ is floored at 1 % of its mean over channels: a channel (almost) silent on normal
+        images would otherwise get a weight in the thousands.
+        """
+        if bool(self.ready):
+            return
+        f = self.features(x).transpose(0, 1).flatten(1)  # [c, B·h·w]
+        std = f.std(dim=1)
+        self.mean.copy_(f.mean(dim=1))
+        self.std.copy_(std.clamp_min(max(0.01 * float(std.mean()), 1e-12)))
+        self.ready.fill_(True)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """d(x, y) → [B, h, w] at the layer's resolution; x is the reference, y the rebuilt x."""
+        if not bool(self.ready):
+            raise MedadError("perceptual loss: feature statistics were never estimated")
+        with torch.no_grad():
+            fx = self.features(x)
+        return relative_l1_map(fx, self.features(y), self.mean, self.std)
+
+
+def load_feature_stats(path: Path, layer: str, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(μ, σ) of `channels` values from a statistics file (formats: see `RelativePerceptualL1`)."""
+    if not path.is_file():
+        raise MedadError(
+            f"{path}: feature statistics file not found "
+            "(feature_stats= takes train, none or a file)"
+        )
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise MedadError(f"{path}: cannot read feature statistics ({exc})") from exc
+    short = "r" + layer.removeprefix("relu").replace("_", "")  # relu4_2 → r42 (their key)
+    if isinstance(data, dict) and "mean" in data and "std" in data:
+        pair = (data["mean"], data["std"])
+    elif (
+        isinstance(data, dict)
+        and isinstance(data.get(short), tuple | list)
+        and len(data[short]) == 2
+    ):
+        pair = tuple(data[short])
+    else:
+        raise MedadError(
+            f"{path}: expected a dict with 'mean' and 'std', or with key {short!r} "
+            f"(mean, var) as in the Shvetsova et al. file"
+        )
+    try:
+        mean, std = (torch.as_tensor(t, dtype=torch.float32).reshape(channels) for t in pair)
+    except (RuntimeError, ValueError) as exc:
+        raise MedadError(f"{path}: statistics must hold {channels} values per entry") from exc
+    if not (std > 0).all():
+        raise MedadError(f"{path}: the divisor (std/var) must be positive for every channel")
+    return mean, std
