@@ -37,7 +37,7 @@ from medad.data.base import get_dataset
 from medad.data.loading import load_split
 from medad.errors import MedadError
 from medad.evaluation import evaluate
-from medad.methods.base import uses_study_schedule, build_config, method_class
+from medad.methods.base import build_config, method_class, uses_study_schedule
 from medad.predictions import Predictions
 from medad.results.store import STORE_NAME, ResultsStore, RunRow
 
