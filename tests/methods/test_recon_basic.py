@@ -258,3 +258,21 @@ def test_set_style_overrides_fill_the_typed_configs():
         build_config(method_class("ae-spatial"), {"latent_channels": 0})
     with pytest.raises(MedadError, match="fields:"):
         build_config(method_class("memae"), {"memory_size": 10})
+
+
+@pytest.mark.parametrize("name", ["ae", "ae-l1", "ae-u", "dae"])
+def test_image_score_rule_is_configurable_on_the_same_map(name: str) -> None:
+    extra = {"image_size": 64, "base_width": 8} if name == "dae" else {}
+    x = _batch()
+    scores, maps = {}, {}
+    for rule in ("mean", "max", "topk"):
+        m = _method(name, image_score=rule, topk_fraction=0.05, **extra).eval()
+        with torch.no_grad():
+            out = m.score(x)
+        scores[rule], maps[rule] = out.image_scores, out.maps
+    torch.testing.assert_close(maps["max"], maps["mean"])  # same weights (seed), same map
+    flat = maps["mean"].flatten(1)
+    torch.testing.assert_close(scores["mean"], flat.mean(1))
+    torch.testing.assert_close(scores["max"], flat.amax(1))
+    k = round(0.05 * flat.shape[1])
+    torch.testing.assert_close(scores["topk"], flat.sort(1, descending=True).values[:, :k].mean(1))
