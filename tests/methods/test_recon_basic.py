@@ -260,7 +260,7 @@ def test_set_style_overrides_fill_the_typed_configs():
         build_config(method_class("memae"), {"memory_size": 10})
 
 
-@pytest.mark.parametrize("name", ["ae", "ae-l1", "ae-u", "dae"])
+@pytest.mark.parametrize("name", ["ae", "ae-l1", "ae-u", "ae-grad", "vae-grad-combi", "dae"])
 def test_image_score_rule_is_configurable_on_the_same_map(name: str) -> None:
     extra = {"image_size": 64, "base_width": 8} if name == "dae" else {}
     x = _batch()

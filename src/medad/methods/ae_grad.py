@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from medad.methods.ae import AE
-from medad.methods.base import ScoreOutput, register
+from medad.methods.base import register
 from medad.methods.parts.gradients import gradient_map
 
 
@@ -23,6 +23,5 @@ class AEGrad(AE):
         """Mean squared reconstruction error of each image: [B, C, H, W] → [B]."""
         return ((self.net(x) - x) ** 2).flatten(1).mean(dim=1)
 
-    def score(self, x: torch.Tensor) -> ScoreOutput:
-        maps = gradient_map(self.per_image_mse, x)
-        return ScoreOutput(maps.flatten(1).mean(dim=1), maps)
+    def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
+        return gradient_map(self.per_image_mse, x)
