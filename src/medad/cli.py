@@ -154,7 +154,8 @@ def methods(
     ] = False,
 ) -> None:
     """List the registered methods: name, family, one-line description."""
-    from medad.methods.base import method_infos
+    from medad.methods.base import MethodConfig, method_infos
+    from medad.methods.parts.scoring import MapScoreConfig
 
     infos = method_infos(family)
     if not infos:
@@ -164,7 +165,7 @@ def methods(
     table.add_column("family")
     table.add_column("description")
     if details:
-        table.add_column("parameters (64², 1 channel)", justify="right")
+        table.add_column("parameters (1 channel, default size)", justify="right")
         table.add_column("config defaults")
     for info in infos:
         cells = [info.name, info.family, info.description]
@@ -175,7 +176,10 @@ def methods(
                 cells.append(f"{n:,}")
             except MedadError as exc:  # e.g. pretrained weights not available
                 cells.append(f"n/a ({exc})")
-            cells.append(", ".join(f"{k}={v}" for k, v in config.model_dump().items()))
+            values = config.model_dump()
+            common = set(MethodConfig.model_fields) | set(MapScoreConfig.model_fields)
+            order = [k for k in values if k not in common] + [k for k in values if k in common]
+            cells.append(", ".join(f"{k}={values[k]}" for k in order))
         table.add_row(*cells)
     console.print(table)
 
