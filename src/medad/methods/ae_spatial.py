@@ -15,12 +15,11 @@ at equal size.
 
 from __future__ import annotations
 
-import torch
 from pydantic import Field
 from torch import nn
 
 from medad.methods.base import MethodConfig, register
-from medad.methods.parts.autoencoder import ConvDecoder, ConvEncoder
+from medad.methods.parts.autoencoder import AutoEncoder
 from medad.methods.parts.recon import ReconstructionAE
 from medad.methods.parts.scoring import MapScoreConfig
 
@@ -57,27 +56,6 @@ class SpatialBottleneck(nn.Module):
         )
 
 
-class SpatialAutoEncoder(nn.Module):
-    """`ConvEncoder` → `SpatialBottleneck` → `ConvDecoder` (same encoder/decoder as the AE)."""
-
-    def __init__(
-        self, in_channels: int, latent_channels: int = 16, base_width: int = 16, mid: int = 1024
-    ) -> None:
-        super().__init__()
-        self.encoder = ConvEncoder(in_channels, base_width)
-        self.bottleneck = SpatialBottleneck(self.encoder.out_channels, latent_channels, mid)
-        self.decoder = ConvDecoder(in_channels, base_width)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bottleneck.encode(self.encoder(x))
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.bottleneck.decode(z))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
-
-
 @register("ae-spatial")
 class AESpatial(ReconstructionAE):
     description = (
@@ -86,6 +64,11 @@ class AESpatial(ReconstructionAE):
     Config = AESpatialConfig
 
     def build_network(self, config: AESpatialConfig, channels: int) -> nn.Module:
-        return SpatialAutoEncoder(
-            channels, config.latent_channels, config.base_width, config.mid_size
+        return AutoEncoder(
+            channels,
+            config.image_size,
+            base_width=config.base_width,
+            bottleneck=lambda c, _side: SpatialBottleneck(
+                c, config.latent_channels, config.mid_size
+            ),
         )

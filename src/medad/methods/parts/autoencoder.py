@@ -8,6 +8,8 @@ last without BN/ReLU. At 64×64 grayscale with latent 16 this is 2.35 M paramete
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -89,6 +91,8 @@ class AutoEncoder(nn.Module):
     """The paper's AE: `ConvEncoder` → `FCBottleneck` → `ConvDecoder`.
 
     `out_channels` lets a decoder predict more than the image (AE-U adds a log-variance map).
+    `bottleneck` swaps the FC bottleneck for another module with ``encode``/``decode`` (spatial,
+    variational), built from (encoder channels, encoder output side) between encoder and decoder.
     """
 
     def __init__(
@@ -99,14 +103,14 @@ class AutoEncoder(nn.Module):
         base_width: int = 16,
         mid: int = 1024,
         out_channels: int | None = None,
+        bottleneck: Callable[[int, int], nn.Module] | None = None,
     ) -> None:
         super().__init__()
         if image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16, got {image_size}")
         self.encoder = ConvEncoder(in_channels, base_width)
-        self.bottleneck = FCBottleneck(
-            self.encoder.out_channels, image_size // 16, latent_size, mid
-        )
+        make = bottleneck or (lambda c, side: FCBottleneck(c, side, latent_size, mid))
+        self.bottleneck = make(self.encoder.out_channels, image_size // 16)
         self.decoder = ConvDecoder(out_channels or in_channels, base_width)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
