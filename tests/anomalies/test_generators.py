@@ -28,6 +28,7 @@ from medad.anomalies import (
     poisson_interpolate_patch,
     procedural_texture,
     sample_interpolation_box,
+    sample_interpolation_boxes,
     sample_nsa_patches,
 )
 from medad.errors import MedadError
@@ -186,6 +187,65 @@ def test_interpolation_box_is_inside_the_image() -> None:
         assert box.top >= 0 and box.left >= 0 and box.height >= 3 and box.width >= 3
         assert box.top + box.height <= 64 and box.left + box.width <= 80
         assert max(box.height, box.width) <= round(0.4 * 64)
+
+
+MEDIANOMALY_PLACEMENT = {"max_patches": 3, "object_threshold": 20 / 255, "min_object": 0.7}
+
+
+def test_patches_on_the_object_lie_on_the_object() -> None:
+    source = brain(96, 1)
+    objects = source > 20 / 255
+    counts = set()
+    for seed in range(100):
+        boxes = sample_interpolation_boxes(
+            source, np.random.default_rng(seed), **MEDIANOMALY_PLACEMENT
+        )
+        counts.add(len(boxes))
+        for box in boxes:
+            assert box.top + box.height <= 96 and box.left + box.width <= 96
+            assert box.height == box.width and 0.1 * 96 - 1 <= box.height <= 0.4 * 96 + 1
+            assert objects[box.slices].mean() > 0.7
+    assert counts == {1, 2, 3}  # the first patch always, each further one with probability 1/2
+
+
+def test_no_patch_without_object() -> None:
+    dark = np.zeros((64, 64), dtype=np.float32)
+    assert sample_interpolation_boxes(dark, np.random.default_rng(0), **MEDIANOMALY_PLACEMENT) == []
+    for kind in ("fpi", "pii"):
+        out, label = make_anomaly(
+            kind, brain(64, 0), np.random.default_rng(0), source=dark, **MEDIANOMALY_PLACEMENT
+        )
+        np.testing.assert_array_equal(out, brain(64, 0))
+        assert not label.any()
+
+
+def test_several_boxes_blend_in_turn_with_one_alpha() -> None:
+    image, source = brain(64, 0), brain(64, 1)
+    boxes = [Box(10, 10, 20, 20), Box(20, 20, 20, 20)]  # overlapping: blended twice there
+    out, label = interpolate_patch(image, source, boxes, 0.4)
+    expected = image.astype(np.float64).copy()
+    for box in boxes:
+        expected[box.slices] = 0.6 * expected[box.slices] + 0.4 * source[box.slices]
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    union = np.zeros((64, 64), dtype=bool)
+    for box in boxes:
+        union[box.slices] = True
+    assert set(np.unique(label[union])) <= {0.0, np.float32(0.4)} and not label[~union].any()
+    out_p, label_p = poisson_interpolate_patch(image, source, boxes, 0.4)
+    first, _ = poisson_interpolate_patch(image, source, boxes[0], 0.4)
+    second, _ = poisson_interpolate_patch(first, source, boxes[1], 0.4)
+    np.testing.assert_allclose(out_p, second, atol=1e-6)
+    assert not label_p[~union].any()
+
+
+def test_tol_leaves_small_changes_unlabelled() -> None:
+    image = brain(64, 0)
+    source = np.clip(image + 0.002, 0, 1).astype(np.float32)  # under one grey level everywhere
+    out, label = make_anomaly("fpi", image, np.random.default_rng(3), source=source, tol=1 / 255)
+    np.testing.assert_array_equal(out, image)
+    assert not label.any()
+    out, label = make_anomaly("fpi", image, np.random.default_rng(3), source=source)
+    assert label.any()  # the default tolerance (Tan et al.) labels any change
 
 
 # --- Poisson (PII) ---------------------------------------------------------------------------

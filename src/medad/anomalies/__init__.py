@@ -29,7 +29,12 @@ from medad.anomalies._imageops import Box
 from medad.anomalies.anatpaste import anatpaste, foreground_mask, otsu_threshold
 from medad.anomalies.cutpaste import cutpaste, cutpaste_scar
 from medad.anomalies.draem import augment_texture, draem, perlin_mask
-from medad.anomalies.fpi import fpi, interpolate_patch, sample_interpolation_box
+from medad.anomalies.fpi import (
+    fpi,
+    interpolate_patch,
+    sample_interpolation_box,
+    sample_interpolation_boxes,
+)
 from medad.anomalies.perlin import fractal_noise, perlin_noise
 from medad.anomalies.poisson import (
     NSAPatch,
@@ -120,5 +125,6 @@ __all__ = [
     "poisson_interpolate_patch",
     "procedural_texture",
     "sample_interpolation_box",
+    "sample_interpolation_boxes",
     "sample_nsa_patches",
 ]

@@ -7,6 +7,7 @@ the label exactly 0 wherever the output equals the input. `settle` enforces the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -73,6 +74,11 @@ def as_partner(
             f"got {arr.shape}, the image is {image.shape}."
         )
     return arr
+
+
+def as_boxes(box: Box | Sequence[Box]) -> list[Box]:
+    """One box or a sequence of boxes, as a list of boxes."""
+    return [box] if isinstance(box, Box) else list(box)
 
 
 def channels_last(image: np.ndarray) -> np.ndarray:
@@ -203,3 +209,24 @@ def random_box(rng: np.random.Generator, shape: tuple[int, ...], height: int, wi
     top = int(rng.integers(0, shape[0] - height + 1))
     left = int(rng.integers(0, shape[1] - width + 1))
     return Box(top, left, height, width)
+
+
+def box_sums(mask: np.ndarray, height: int, width: int) -> NDArray[np.int64]:
+    """Number of True pixels in every height x width window, indexed by the window's top-left."""
+    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
+    integral[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0), axis=1)
+    return (
+        integral[height:, width:]
+        - integral[:-height, width:]
+        - integral[height:, :-width]
+        + integral[:-height, :-width]
+    )
+
+
+def pick_position(rng: np.random.Generator, valid: np.ndarray) -> tuple[int, int] | None:
+    """A uniformly random True position of a 2-D boolean array, or None if there is none."""
+    positions = np.flatnonzero(valid)
+    if positions.size == 0:
+        return None
+    row, col = np.unravel_index(positions[rng.integers(positions.size)], valid.shape)
+    return int(row), int(col)

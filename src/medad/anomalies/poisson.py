@@ -26,6 +26,7 @@ patch size with SuperLU and cached.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -36,15 +37,18 @@ from scipy.sparse import linalg as sparse_linalg
 
 from medad.anomalies._imageops import (
     Box,
+    as_boxes,
     as_image,
     as_partner,
+    box_sums,
     channels_last,
     finish_label,
     gray,
+    pick_position,
     resize,
     settle,
 )
-from medad.anomalies.fpi import sample_interpolation_box
+from medad.anomalies.fpi import sample_interpolation_boxes
 from medad.errors import MedadError
 
 _NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))
@@ -123,16 +127,26 @@ def poisson_blend(
 
 
 def poisson_interpolate_patch(
-    image: np.ndarray, source: np.ndarray, box: Box, alpha: float, *, tol: float = 1e-6
+    image: np.ndarray,
+    source: np.ndarray,
+    box: Box | Sequence[Box],
+    alpha: float,
+    *,
+    tol: float = 1e-6,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Deterministic core of PII: Poisson-interpolate `source` into `image` inside `box`."""
+    """Deterministic core of PII: Poisson-interpolate `source` into `image` inside `box`.
+
+    Several boxes are blended one after the other (each into the result of the previous ones)
+    with the same alpha; the label is alpha on every changed pixel of their union.
+    """
     img = as_image(image)
     src = as_partner(source, img, "source", "pii")
-    sl = box.slices
     out = img.copy()
-    out[sl] = poisson_blend(img[sl], src[sl], 1 - alpha, alpha)
     label = np.zeros(img.shape[:2])
-    label[sl] = alpha
+    for b in as_boxes(box):
+        sl = b.slices
+        out[sl] = poisson_blend(out[sl], src[sl], 1 - alpha, alpha)
+        label[sl] = alpha
     out32, changed = settle(img, out, tol)
     return out32, finish_label(label, changed)
 
@@ -145,12 +159,15 @@ def pii(
     alpha_range: tuple[float, float] = (0.0, 1.0),
     width_range: tuple[float, float] = (0.1, 0.4),
     core: float = 0.8,
+    max_patches: int = 1,
+    object_threshold: float | None = None,
+    min_object: float = 0.0,
     tol: float = 1e-6,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Poisson image interpolation (Tan et al. 2021) of a foreign patch, label alpha.
 
-    The patch and alpha are drawn as in FPI (`medad.anomalies.fpi.sample_interpolation_box`);
-    the patch is blended by `poisson_blend` with weights (1 - alpha, alpha).
+    The patches and alpha are drawn as in FPI (`medad.anomalies.fpi.sample_interpolation_boxes`);
+    each patch is blended by `poisson_blend` with weights (1 - alpha, alpha).
 
     Args:
         image: float image in [0, 1], (H, W) or (H, W, C).
@@ -158,7 +175,10 @@ def pii(
         source: another normal image of the same shape (required).
         alpha_range: range of the uniform interpolation factor (the authors' code: 0.05-0.95).
         width_range: patch side as a fraction of the shorter image side (reference code: 0.1-0.4).
-        core: the patch centre is drawn from this central fraction of each axis.
+        core: the patch centre is drawn from this central fraction of each axis (when patches
+            are not placed on the object).
+        max_patches, object_threshold, min_object: number and placement of the patches, as in
+            `medad.anomalies.fpi.fpi`.
         tol: smallest change (any channel) that counts as modified.
 
     Returns:
@@ -166,9 +186,17 @@ def pii(
     """
     img = as_image(image)
     src = as_partner(source, img, "source", "pii")
-    box = sample_interpolation_box(img.shape, rng, width_range=width_range, core=core)
+    boxes = sample_interpolation_boxes(
+        src,
+        rng,
+        max_patches=max_patches,
+        width_range=width_range,
+        core=core,
+        object_threshold=object_threshold,
+        min_object=min_object,
+    )
     alpha = float(rng.uniform(*alpha_range))
-    return poisson_interpolate_patch(img, src, box, alpha, tol=tol)
+    return poisson_interpolate_patch(img, src, boxes, alpha, tol=tol)
 
 
 @dataclass(frozen=True)
@@ -177,27 +205,6 @@ class NSAPatch:
 
     source_box: Box
     target_box: Box
-
-
-def _box_sums(mask: np.ndarray, height: int, width: int) -> NDArray[np.int64]:
-    """Number of True pixels in every height x width window, indexed by the window's top-left."""
-    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
-    integral[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0), axis=1)
-    return (
-        integral[height:, width:]
-        - integral[:-height, width:]
-        - integral[height:, :-width]
-        + integral[:-height, :-width]
-    )
-
-
-def _pick(rng: np.random.Generator, valid: np.ndarray) -> tuple[int, int] | None:
-    """A uniformly random True position of a 2-D boolean array, or None if there is none."""
-    positions = np.flatnonzero(valid)
-    if positions.size == 0:
-        return None
-    row, col = np.unravel_index(positions[rng.integers(positions.size)], valid.shape)
-    return int(row), int(col)
 
 
 def sample_nsa_patches(
@@ -247,7 +254,7 @@ def sample_nsa_patches(
         shape, scale, offset = width_gamma
         size = np.clip(np.round((offset + rng.gamma(shape, scale, size=2)) * dims), lo_px, hi_px)
         h, w = int(size[0]), int(size[1])
-        corner = _pick(rng, _box_sums(src_object, h, w) > min_object * h * w)
+        corner = pick_position(rng, box_sums(src_object, h, w) > min_object * h * w)
         if corner is None:
             continue
         src_box = Box(corner[0], corner[1], h, w)
@@ -261,7 +268,7 @@ def sample_nsa_patches(
         overlap = signal.fftconvolve(
             dst_object.astype(float), patch_object[::-1, ::-1].astype(float), mode="valid"
         )
-        corner = _pick(rng, np.rint(overlap) > min_overlap * n_object)
+        corner = pick_position(rng, np.rint(overlap) > min_overlap * n_object)
         if corner is None:
             continue
         patches.append(NSAPatch(src_box, Box(corner[0], corner[1], new_h, new_w)))
