@@ -26,7 +26,6 @@ EASY_BRAIN = {**SMALL_BRAIN, "difficulty": 0.0}
 #: VAE epochs (96 train images, batch 32): the gradient rules need more than the 15 that suffice
 #: for the VAE's own error map (at 15, vae-grad-rec has image AUROC 0.55, vae-grad-elbo 0.60)
 VAE_EPOCHS = 40
-AE_EPOCHS = 15
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +49,20 @@ def test_vae_rules_rank_planted_anomalies_above_normals(name: str, trained_vae: 
     assert metrics["image_auroc"] > 0.6, metrics
 
 
-def test_ae_grad_maps_localise_planted_anomalies() -> None:
-    """AE-Grad's image score (the mean of |∂MSE/∂x|) stays near chance on this data even after 40
-    epochs (0.55 at this budget; max 0.56, top 1 % 0.56): the back-propagated part of the gradient,
-    which is larger than the residual itself, spreads over the whole image; its map still points
-    at the lesions."""
+def test_ae_grad_ranks_planted_anomalies_above_normals() -> None:
+    """AE-Grad needs a better-trained AE than the error-map rules: on the 96-image synth-brain its
+    image score stays near chance (0.55 after 15 epochs, 0.50 after 50), because the
+    back-propagated part of the gradient, larger than the residual itself, spreads over an AE
+    that has not learnt the anatomy. With 256 training images (25 epochs, the easy lesions)
+    the mean of |∂MSE/∂x| ranks at 0.71, pixel AUROC 0.89 (seed 0); at the default difficulty,
+    480 images and 30 epochs give 0.64 / 0.85."""
     torch.manual_seed(0)
+    data = {"n_train": 256, "n_test_normal": 100, "n_test_abnormal": 100, "size": 64}
     metrics = method_metrics(
-        "ae-grad", {"epochs": AE_EPOCHS, "batch_size": 32}, data_options=EASY_BRAIN
+        "ae-grad", {"epochs": 25, "batch_size": 32}, data_options={**data, "difficulty": 0.0}
     )
-    assert metrics["pixel_auroc"] > 0.6, metrics
+    assert metrics["image_auroc"] > 0.6, metrics
+    assert metrics["pixel_auroc"] > 0.8, metrics
 
 
 def test_vae_grad_variants_train_as_the_vae() -> None:

@@ -164,14 +164,31 @@ class OneStageSSL(Method):
         return ScoreOutput(reduce_map(prob, c.image_score, c.topk_fraction), maps)
 
 
+#: MedIAnomaly's FPI and PII runs (NSA's ``patch_ex`` with its shared settings): alpha ~
+#: U(0.05, 0.95); one to three patches sharing alpha; each on the object (more than 70 % of the
+#: source patch brighter than 20 grey levels); labels only where a pixel moved by more than one
+#: grey level. Patch sides stay FPI's U(10-40 %) of the side (MedIAnomaly draws gamma-distributed
+#: half-widths, mean width about 22 %).
+MEDIANOMALY_INTERPOLATION = {
+    "alpha_range": (0.05, 0.95),
+    "max_patches": 3,
+    "object_threshold": 20 / 255,
+    "min_object": 0.7,
+    "tol": 1 / 255,
+}
+
+
 class FPIConfig(OneStageSSLConfig):
-    anomaly_params: dict[str, Any] = Field(default_factory=lambda: {"alpha_range": (0.05, 0.95)})
-    """``fpi`` generator parameters; alpha ~ U(0.05, 0.95) as in MedIAnomaly's (NSA's) code."""
+    anomaly_params: dict[str, Any] = Field(default_factory=lambda: dict(MEDIANOMALY_INTERPOLATION))
+    """``fpi`` generator parameters; defaults: MedIAnomaly's setting (`MEDIANOMALY_INTERPOLATION`);
+    ``{"max_patches": 1, "object_threshold": null, "tol": 1e-6}`` is Tan et al.'s single patch."""
 
 
 class PIIConfig(OneStageSSLConfig):
-    anomaly_params: dict[str, Any] = Field(default_factory=lambda: {"alpha_range": (0.05, 0.95)})
-    """``pii`` generator parameters; alpha ~ U(0.05, 0.95) as in MedIAnomaly's (NSA's) code."""
+    anomaly_params: dict[str, Any] = Field(default_factory=lambda: dict(MEDIANOMALY_INTERPOLATION))
+    """``pii`` generator parameters; defaults: MedIAnomaly's setting (`MEDIANOMALY_INTERPOLATION`)
+    with Tan et al.'s interpolated mixed gradients (MedIAnomaly's code clones with plain mixed
+    gradients and uses alpha only as the label)."""
 
 
 class NSAConfig(OneStageSSLConfig):
