@@ -286,14 +286,17 @@ def test_mixed_guidance_picks_the_larger_weighted_difference() -> None:
     np.testing.assert_allclose(div, [[-0.5]])
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-def test_pii_output_satisfies_poisson_inside_the_patch(channels: int) -> None:
+@pytest.mark.parametrize(
+    ("channels", "blend"), [(1, "interpolated"), (3, "interpolated"), (1, "mixed")]
+)
+def test_pii_output_satisfies_poisson_inside_the_patch(channels: int, blend: str) -> None:
     image, source = brain(128, 0, channels), brain(128, 1, channels)
     box, alpha = Box(30, 40, 40, 36), 0.6
-    out, label = poisson_interpolate_patch(image, source, box, alpha)
+    out, label = poisson_interpolate_patch(image, source, box, alpha, blend=blend)
     sl = box.slices
     f = out[sl].astype(np.float64).reshape(box.height, box.width, -1)
-    div = guidance_divergence(image[sl], source[sl], 1 - alpha, alpha).reshape(f[1:-1, 1:-1].shape)
+    weights = (1 - alpha, alpha) if blend == "interpolated" else (1, 1)
+    div = guidance_divergence(image[sl], source[sl], *weights).reshape(f[1:-1, 1:-1].shape)
     # Compare where neither the pixel nor its neighbours were clipped to [0, 1].
     free = (f > 0) & (f < 1)
     ok = free[1:-1, 1:-1] & free[:-2, 1:-1] & free[2:, 1:-1] & free[1:-1, :-2] & free[1:-1, 2:]
@@ -307,6 +310,18 @@ def test_pii_output_satisfies_poisson_inside_the_patch(channels: int) -> None:
     np.testing.assert_array_equal(out[outside], image[outside])
     assert set(np.unique(label)) <= {0.0, np.float32(alpha)}
     assert label[sl].mean() > 0.5
+
+
+def test_mixed_pii_does_not_depend_on_alpha() -> None:
+    image, source = brain(64, 0), brain(64, 1)
+    box = Box(10, 12, 30, 28)
+    low, label_low = poisson_interpolate_patch(image, source, box, 0.2, blend="mixed")
+    high, label_high = poisson_interpolate_patch(image, source, box, 0.9, blend="mixed")
+    np.testing.assert_array_equal(low, high)
+    np.testing.assert_array_equal(label_low > 0, label_high > 0)
+    assert set(np.unique(label_high)) == {0.0, np.float32(0.9)}
+    with pytest.raises(MedadError, match="blend"):
+        poisson_interpolate_patch(image, source, box, 0.2, blend="normal")
 
 
 def test_pii_draws_a_box_and_alpha_then_blends() -> None:

@@ -12,7 +12,8 @@ import yaml
 from typer.testing import CliRunner
 
 from medad.cli import app
-from medad.methods.base import method_infos
+from medad.errors import MedadError
+from medad.methods.base import build_config, method_class, method_infos
 
 TINY_DATA = ["n_train=16", "n_test_normal=6", "n_test_abnormal=6", "size=64"]
 #: the paper's geometries scaled down to 64 px inputs (`--set` values, one method's worth each)
@@ -24,7 +25,8 @@ SETTINGS: dict[str, list[str]] = {
     "draem": ["image_size=64", "reconstructive_width=8", "discriminative_width=8",
               "smoothing_kernel=5"],
     "f-anogan": ["gan_epochs=1", "encoder_epochs=1"],
-    "cutpaste-1stage": ONE_STAGE, "fpi": ONE_STAGE, "pii": ONE_STAGE, "nsa": ONE_STAGE,
+    "cutpaste-1stage": ONE_STAGE, "fpi": ONE_STAGE, "nsa": ONE_STAGE,
+    "pii": [*ONE_STAGE, "anomaly_params.blend=interpolated"],
     "cutpaste-2stage": TWO_STAGE, "anatpaste": TWO_STAGE,
     "resnet18-imagenet": ["weights=random", "image_size=64"],
 }  # fmt: skip
@@ -59,4 +61,20 @@ def test_runs_from_the_cli_with_set_overrides(name: str, tmp_path: Path) -> None
     assert '"batch_size": 8' in flat, config
     for item in sets:
         key, value = item.split("=", 1)
-        assert f'"{key}": ' in flat, (key, config)
+        assert f'"{key.split(".")[-1]}": ' in flat, (key, config)
+    if name == "pii":  # a dotted key changes one entry of the mapping and keeps the others
+        params = config["config"]["anomaly_params"]
+        assert params["blend"] == "interpolated" and params["max_patches"] == 3, params
+
+
+def test_dotted_keys_set_one_entry_of_a_mapping() -> None:
+    cls = method_class("pii")
+    default = build_config(cls, {}).anomaly_params
+    config = build_config(cls, {"anomaly_params.blend": "interpolated", "epochs": 3})
+    assert config.anomaly_params == {**default, "blend": "interpolated"} and config.epochs == 3
+    given = build_config(cls, {"anomaly_params": {"tol": 0.1}, "anomaly_params.max_patches": 2})
+    assert given.anomaly_params == {"tol": 0.1, "max_patches": 2}
+    with pytest.raises(MedadError, match="'epochs' is not a mapping"):
+        build_config(cls, {"epochs.x": 1})
+    with pytest.raises(MedadError, match="no field 'nope'"):
+        build_config(cls, {"nope.x": 1})

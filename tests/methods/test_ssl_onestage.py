@@ -66,22 +66,15 @@ def test_fpi_ranks_planted_lesions_by_its_map_maximum() -> None:
         assert np.isfinite(metrics[key]), (key, metrics)
 
 
-def test_pii_trains_and_scores() -> None:
-    """PII only trains and scores here: on the embedded data it ranks the planted lesions below
-    normals at any budget tried. Measured at seed 0 with MedIAnomaly's patch setting: 256 images,
-    8 epochs, image AUROC 0.30 (mean) / 0.38 (max), pixel AUROC 0.64; hard lesions (difficulty 1)
-    0.53; synth-chest 0.49. Its Poisson blend keeps the patch's edges inside the range of the
-    two normal images' gradients, so, as with FPI, hyperintense lesions read as natural tissue
-    (the paper's finding 3: less realistic synthetic anomalies help less; NSA, whose shifted and
-    resized patches do create out-of-place bright structures, ranks at 0.80 on a smaller budget)."""
-    tiny = {"n_train": 16, "n_test_normal": 4, "n_test_abnormal": 4, "size": 64}
-    _, pred = train_and_predict(
-        "pii", {**SMALL_SSL, "epochs": 1, "batch_size": 8}, data_options=tiny
-    )
-    assert pred.maps is not None and pred.maps.shape == (8, 64, 64)
-    assert pred.maps.min() >= 0 and pred.maps.max() <= 1
-    assert np.all(pred.maps[:, :4] == 0) and np.all(pred.maps[:, :, 60:] == 0)
-    assert np.isfinite(pred.image_scores).all()
+def test_pii_ranks_planted_lesions() -> None:
+    """PII as MedIAnomaly runs it (mixed-gradient cloning). It needs more than the 96 images of
+    the other methods (there: image AUROC 0.58, pixel AUROC 0.98): with 192 images and 6 epochs
+    it ranks at 0.94, pixel AUROC 0.99 (seed 0). Tan et al.'s interpolated gradients
+    (``"blend": "interpolated"``) rank the same lesions below normals (0.30, see `PIIConfig`)."""
+    data = {"n_train": 192, "n_test_normal": 50, "n_test_abnormal": 50, "size": 64}
+    metrics = method_metrics("pii", {**SMALL_SSL, "epochs": 6, "batch_size": 8}, data_options=data)
+    assert metrics["image_auroc"] > 0.6, metrics
+    assert metrics["pixel_auroc"] > 0.8, metrics
 
 
 class PixelLogit(torch.nn.Module):

@@ -17,7 +17,9 @@ patch size with SuperLU and cached.
   ``w_x = 1 - alpha``, ``w_s = alpha`` (the paper's interpolated mixed gradient, as in the authors'
   code); the source patch comes from the same location of another image. Label: alpha on the
   pixels that changed, as in the authors' code (the change is not linear in alpha after Poisson
-  blending, but alpha is what the method regresses).
+  blending, but alpha is what the method regresses). ``blend="mixed"`` uses ``w_x = w_s = 1``
+  instead, as MedIAnomaly's PII runs do (NSA's ``patch_ex`` with ``MIXED_CLONE`` and a continuous
+  label): the blend then does not depend on alpha, which only labels the patch.
 * NSA (Schlüter, Tan, Hou, Kainz, "Natural Synthetic Anomalies for Self-Supervised Anomaly
   Detection and Localization", ECCV 2022): 1-3 patches, each resized and moved to another place,
   cloned with plain mixed gradients (``w_x = w_s = 1``); label a logistic function of the
@@ -52,6 +54,9 @@ from medad.anomalies.fpi import sample_interpolation_boxes
 from medad.errors import MedadError
 
 _NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))
+
+#: PII guidance-weight rules, see `poisson_interpolate_patch`.
+PII_BLENDS = ("interpolated", "mixed")
 
 
 @lru_cache(maxsize=128)
@@ -132,20 +137,26 @@ def poisson_interpolate_patch(
     box: Box | Sequence[Box],
     alpha: float,
     *,
+    blend: str = "interpolated",
     tol: float = 1e-6,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Deterministic core of PII: Poisson-interpolate `source` into `image` inside `box`.
 
     Several boxes are blended one after the other (each into the result of the previous ones)
-    with the same alpha; the label is alpha on every changed pixel of their union.
+    with the same alpha; the label is alpha on every changed pixel of their union. `blend`
+    chooses the guidance weights: ``"interpolated"`` (1 - alpha, alpha), Tan et al.'s PII, or
+    ``"mixed"`` (1, 1), plain mixed-gradient cloning, where alpha is only the label (MedIAnomaly).
     """
+    if blend not in PII_BLENDS:
+        raise MedadError(f"pii: unknown blend {blend!r}; use one of {', '.join(PII_BLENDS)}.")
     img = as_image(image)
     src = as_partner(source, img, "source", "pii")
+    weights = (1 - alpha, alpha) if blend == "interpolated" else (1.0, 1.0)
     out = img.copy()
     label = np.zeros(img.shape[:2])
     for b in as_boxes(box):
         sl = b.slices
-        out[sl] = poisson_blend(out[sl], src[sl], 1 - alpha, alpha)
+        out[sl] = poisson_blend(out[sl], src[sl], *weights)
         label[sl] = alpha
     out32, changed = settle(img, out, tol)
     return out32, finish_label(label, changed)
@@ -162,12 +173,14 @@ def pii(
     max_patches: int = 1,
     object_threshold: float | None = None,
     min_object: float = 0.0,
+    blend: str = "interpolated",
     tol: float = 1e-6,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Poisson image interpolation (Tan et al. 2021) of a foreign patch, label alpha.
 
     The patches and alpha are drawn as in FPI (`medad.anomalies.fpi.sample_interpolation_boxes`);
-    each patch is blended by `poisson_blend` with weights (1 - alpha, alpha).
+    each patch is blended by `poisson_blend` with weights (1 - alpha, alpha), or with (1, 1)
+    when ``blend="mixed"`` (see `poisson_interpolate_patch`).
 
     Args:
         image: float image in [0, 1], (H, W) or (H, W, C).
@@ -179,6 +192,8 @@ def pii(
             are not placed on the object).
         max_patches, object_threshold, min_object: number and placement of the patches, as in
             `medad.anomalies.fpi.fpi`.
+        blend: ``"interpolated"`` (Tan et al.: gradients weighted 1 - alpha and alpha) or
+            ``"mixed"`` (MedIAnomaly's PII runs: plain mixed-gradient cloning, alpha only labels).
         tol: smallest change (any channel) that counts as modified.
 
     Returns:
@@ -196,7 +211,7 @@ def pii(
         min_object=min_object,
     )
     alpha = float(rng.uniform(*alpha_range))
-    return poisson_interpolate_patch(img, src, boxes, alpha, tol=tol)
+    return poisson_interpolate_patch(img, src, boxes, alpha, blend=blend, tol=tol)
 
 
 @dataclass(frozen=True)

@@ -70,10 +70,12 @@ def plan_cells(
                 else (Path(exp.data_root) if exp.data_root else data_root)
             )
             for seed in exp.seeds:
-                shared = {k: v for k, v in exp.set.items() if k in fields}
+                shared = {k: v for k, v in exp.set.items() if k.split(".")[0] in fields}
                 overrides, options = {**shared, **m.set}, dict(d.options)
                 if quick:
-                    overrides.update({k: v for k, v in exp.quick.set.items() if k in fields})
+                    overrides.update(
+                        {k: v for k, v in exp.quick.set.items() if k.split(".")[0] in fields}
+                    )
                     overrides["epochs"] = exp.quick.epochs
                     if d.name in embedded:
                         options = {**options, **exp.quick.dataset_options}

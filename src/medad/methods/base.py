@@ -164,8 +164,42 @@ def uses_study_schedule(cls: type[Method]) -> bool:
     return cls.Config.model_fields["epochs"].default == MethodConfig.model_fields["epochs"].default
 
 
+def expand_dotted(cls: type[Method], values: dict[str, Any]) -> dict[str, Any]:
+    """Apply dotted keys (``anomaly_params.blend``) to a copy of the mapping they point into.
+
+    ``{"anomaly_params.blend": "interpolated"}`` changes that one entry of the method's default
+    ``anomaly_params`` (or of an ``anomaly_params`` given in the same `values`), keeping the
+    others; a plain ``anomaly_params`` key replaces the whole mapping.
+    """
+    out = {k: v for k, v in values.items() if "." not in k}
+    for key in sorted(k for k in values if "." in k):
+        field_name, *path = key.split(".")
+        if field_name not in cls.Config.model_fields:
+            raise MedadError(
+                f"bad config for method {cls.name!r}: {key}: no field {field_name!r} "
+                f"(fields: {', '.join(cls.Config.model_fields)})"
+            )
+        if field_name not in out:
+            out[field_name] = cls.Config.model_fields[field_name].get_default(
+                call_default_factory=True
+            )
+        parent: Any = out
+        for name in [field_name, *path[:-1]]:
+            if not isinstance(parent.get(name), dict):
+                raise MedadError(
+                    f"bad config for method {cls.name!r}: {key}: {name!r} is not a mapping"
+                )
+            parent[name] = dict(parent[name])
+            parent = parent[name]
+        parent[path[-1]] = values[key]
+    return out
+
+
 def build_config(cls: type[Method], values: dict[str, Any]) -> MethodConfig:
-    """Validate `values` against the method's config, with a message naming the bad key."""
+    """Validate `values` against the method's config, with a message naming the bad key.
+
+    Dotted keys set one entry of a mapping field (see `expand_dotted`)."""
+    values = expand_dotted(cls, values)
     try:
         return cls.Config(**values)
     except ValidationError as exc:

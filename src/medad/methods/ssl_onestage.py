@@ -185,10 +185,15 @@ class FPIConfig(OneStageSSLConfig):
 
 
 class PIIConfig(OneStageSSLConfig):
-    anomaly_params: dict[str, Any] = Field(default_factory=lambda: dict(MEDIANOMALY_INTERPOLATION))
+    anomaly_params: dict[str, Any] = Field(
+        default_factory=lambda: {**MEDIANOMALY_INTERPOLATION, "blend": "mixed"}
+    )
     """``pii`` generator parameters; defaults: MedIAnomaly's setting (`MEDIANOMALY_INTERPOLATION`)
-    with Tan et al.'s interpolated mixed gradients (MedIAnomaly's code clones with plain mixed
-    gradients and uses alpha only as the label)."""
+    with its plain mixed-gradient cloning (``blend="mixed"``; PAPER.md: "Poisson (mixed-gradient)
+    blending"), alpha only labelling the patch. ``"blend": "interpolated"`` is Tan et al.'s
+    interpolated gradients (1 - alpha, alpha), which blur the patch: the network then learns
+    that sharp edges are normal and ranks the embedded data's hyperintense lesions below normals
+    (image AUROC 0.30 at seed 0, 256 images, 8 epochs; mixed: 0.94 at 192 images, 6 epochs)."""
 
 
 class NSAConfig(OneStageSSLConfig):
