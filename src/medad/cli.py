@@ -420,12 +420,21 @@ def anomalies(
     data_option: Annotated[
         list[str], typer.Option("--data-option", help="Dataset option key=value.")
     ] = [],  # noqa: B006
+    param: Annotated[
+        list[str],
+        typer.Option(
+            "--param",
+            help="Generator parameter key=value, e.g. max_patches=3 (a method's own values: "
+            "anomaly_params in `medad methods --details`).",
+        ),
+    ] = [],  # noqa: B006
 ) -> None:
     """Show what a synthetic-anomaly generator does: a grid of originals, anomalies and labels."""
     from medad.anomalies import GENERATORS
     from medad.anomalies.gallery import write_gallery
     from medad.data.base import get_dataset
     from medad.data.loading import Preprocess, load_split
+    from medad.methods.parts.synthetic_batch import check_generator_params
     from medad.runs import default_data_root
 
     try:
@@ -439,7 +448,9 @@ def anomalies(
             **parse_assignments(data_option, "--data-option"),
         )
         train = load_split(ds, "train", Preprocess(size=size, channels=ds.channels))
-        path = write_gallery(kind, train.images[: 4 * n], out, n=n, seed=seed)
+        params = parse_assignments(param, "--param")
+        check_generator_params(kind, params, "--param")
+        path = write_gallery(kind, train.images[: 4 * n], out, n=n, seed=seed, params=params)
     except MedadError as exc:
         raise _fail(str(exc)) from None
     console.print(f"gallery: {path}", highlight=False)

@@ -49,3 +49,26 @@ def test_gallery_errors(tmp_path) -> None:
     with pytest.raises(MedadError):
         write_gallery("nsa", np.zeros((2, 32, 32)), tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_gallery_passes_generator_parameters(tmp_path) -> None:
+    images = _images(6, 1)
+    default = write_gallery("pii", images, tmp_path / "a", n=4).read_bytes()
+    mixed = write_gallery("pii", images, tmp_path / "b", n=4, params={"blend": "mixed"})
+    assert mixed.read_bytes() != default
+    with pytest.raises(MedadError, match="nope"):
+        write_gallery("pii", images, tmp_path / "c", params={"nope": 1})
+    assert not (tmp_path / "c" / "pii.png").exists()
+
+
+def test_cli_param_is_checked_before_anything_is_written(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from medad.cli import app
+
+    args = ["anomalies", "--kind", "pii", "--size", "32", "--n", "2", "--out", str(tmp_path / "g")]
+    bad = CliRunner().invoke(app, [*args, "--param", "nope=1"])
+    assert bad.exit_code == 2 and "nope" in bad.output and not (tmp_path / "g").exists()
+    good = CliRunner().invoke(app, [*args, "--param", "blend=mixed", "--param", "max_patches=2"])
+    assert good.exit_code == 0, good.output
+    assert (tmp_path / "g" / "pii.png").exists()

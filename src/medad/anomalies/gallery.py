@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -49,7 +50,13 @@ def _to_rgb_u8(tile: np.ndarray) -> np.ndarray:
 
 
 def write_gallery(
-    kind: str, images: np.ndarray, out_dir: Path, *, n: int = 8, seed: int = 0
+    kind: str,
+    images: np.ndarray,
+    out_dir: Path,
+    *,
+    n: int = 8,
+    seed: int = 0,
+    params: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``out_dir / f"{kind}.png"``: originals, anomalous images and labels of `n` images.
 
@@ -59,6 +66,7 @@ def write_gallery(
         out_dir: folder of the PNG (created if missing).
         n: number of columns (fewer if there are fewer images).
         seed: seeds both the choice of images and the generator.
+        params: keyword parameters of the generator (default: its own defaults).
 
     Returns:
         The path of the PNG, written atomically (a temporary file renamed into place).
@@ -76,7 +84,7 @@ def write_gallery(
     for col, index in enumerate(chosen):
         image = floats[index]
         source = floats[chosen[(col + 1) % count]]
-        anomalous, label = make_anomaly(kind, image, rng, source=source)
+        anomalous, label = make_anomaly(kind, image, rng, source=source, **(params or {}))
         left = GAP + col * (width + GAP)
         for row, tile in enumerate((image, anomalous, label)):
             top = GAP + row * (height + GAP)
