@@ -11,7 +11,9 @@ are not changed and carry label 0.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -167,16 +169,35 @@ def fpi(
     Returns:
         The anomalous image (float32, same shape) and the label, alpha on changed patch pixels.
     """
-    img = as_image(image)
-    src = as_partner(source, img, "source", "fpi")
-    boxes = sample_interpolation_boxes(
-        src,
+    return blend_foreign_patches(
+        "fpi",
+        functools.partial(interpolate_patch, tol=tol),
+        image,
         rng,
+        source,
+        alpha_range,
         max_patches=max_patches,
         width_range=width_range,
         core=core,
         object_threshold=object_threshold,
         min_object=min_object,
     )
+
+
+def blend_foreign_patches(
+    name: str,
+    blend: Callable[..., tuple[NDArray[np.float32], NDArray[np.float32]]],
+    image: np.ndarray,
+    rng: np.random.Generator,
+    source: np.ndarray | None,
+    alpha_range: tuple[float, float],
+    **placement: Any,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """The shared body of FPI and PII: check the images, draw the patches
+    (`sample_interpolation_boxes` with `placement`), then alpha, and `blend(image, source,
+    boxes, alpha)` (`interpolate_patch` or `medad.anomalies.poisson.poisson_interpolate_patch`)."""
+    img = as_image(image)
+    src = as_partner(source, img, "source", name)
+    boxes = sample_interpolation_boxes(src, rng, **placement)
     alpha = float(rng.uniform(*alpha_range))
-    return interpolate_patch(img, src, boxes, alpha, tol=tol)
+    return blend(img, src, boxes, alpha)

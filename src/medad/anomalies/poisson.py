@@ -28,6 +28,7 @@ patch size with SuperLU and cached.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -50,7 +51,7 @@ from medad.anomalies._imageops import (
     resize,
     settle,
 )
-from medad.anomalies.fpi import sample_interpolation_boxes
+from medad.anomalies.fpi import blend_foreign_patches
 from medad.errors import MedadError
 
 _NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))
@@ -199,19 +200,19 @@ def pii(
     Returns:
         The anomalous image (float32, same shape) and the label, alpha on changed patch pixels.
     """
-    img = as_image(image)
-    src = as_partner(source, img, "source", "pii")
-    boxes = sample_interpolation_boxes(
-        src,
+    return blend_foreign_patches(
+        "pii",
+        functools.partial(poisson_interpolate_patch, blend=blend, tol=tol),
+        image,
         rng,
+        source,
+        alpha_range,
         max_patches=max_patches,
         width_range=width_range,
         core=core,
         object_threshold=object_threshold,
         min_object=min_object,
     )
-    alpha = float(rng.uniform(*alpha_range))
-    return poisson_interpolate_patch(img, src, boxes, alpha, blend=blend, tol=tol)
 
 
 @dataclass(frozen=True)
