@@ -9,10 +9,11 @@ The layout is recognised from what the folder holds:
 - ``train/good`` + ``test/{good,Ungood}`` (and BMAD's ``valid/``): Camelyon16, BMAD;
 - ``train/normal`` + ``test/{normal,abnormal}`` (+ ``test/masks``): medad's generic layout.
 
-Checks: folders and listed files that are missing, classes with no image, CSV and JSON errors
-(line numbers), images that do not decode, masks that are missing, do not decode or whose size
-differs from their image's, files identical (byte for byte) in train and in a test split, and, when
-``prepare.json`` is present, counts that no longer match it.
+Checks: folders and listed files that are missing, data.json entries outside the dataset folder,
+classes with no image, CSV and JSON errors (line numbers), images that do not decode or are larger
+than the reader's pixel cap, masks that are missing, do not decode, are not two-valued or whose
+size differs from their image's, masks without an image, files identical (byte for byte) in train
+and in a test split, and, when ``prepare.json`` is present, counts that no longer match it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from medad.data.base import Record
 from medad.data.catalog import MANIFEST_NAME
 from medad.data.external import scan_mvtec
 from medad.data.inventory import Inventory, Problem
+from medad.data.layouts import datajson_entry_problem
 from medad.data.official import (
     isic_input_dir,
     scan_brats2021,
@@ -75,16 +77,17 @@ def scan_datajson(root: Path) -> Inventory:
         if not names:
             inv.add(spec_path, f'"{split}" → "{label}" is empty: no {what}')
         seen: set[str] = set()
-        for name in map(str, names):
-            if name in seen:
-                inv.add(spec_path, f'{name} is listed twice in "{split}" → "{label}"')
+        where = f'"{split}" → "{label}"'
+        for name in names:
+            if isinstance(name, str) and name in seen:
+                inv.add(spec_path, f"{name} is listed twice in {where}")
+                continue
+            problem = datajson_entry_problem(name, root, where)
+            if problem is not None:
+                inv.add(*problem)
                 continue
             seen.add(name)
-            path = image_dir / name
-            if not path.is_file():
-                inv.add(path, f'listed in data.json ("{split}" → "{label}") but not found')
-                continue
-            inv.records[split].append(Record(name, int(label), path))
+            inv.records[split].append(Record(name, int(label), image_dir / name))
     return inv
 
 

@@ -16,7 +16,10 @@ A mask matches an image when its name without extension equals the image's, opti
 
 ``data.json`` layout (PAPER.md): ``ROOT/images/*`` and ``ROOT/data.json`` holding
 ``{"train": {"0": [...]}, "test": {"0": [...], "1": [...]}}``; other keys of ``train`` (the
-``"unlabeled"`` list some releases carry) are ignored.
+``"unlabeled"`` list some releases carry) are ignored. Every entry must name a file inside the
+dataset folder once ``..``, absolute names and symbolic links are resolved (`outside_dataset`): a
+data.json that reaches elsewhere is refused rather than silently trained on. Linking the whole
+``images/`` folder to another disk is fine; linking single files out of it is not.
 """
 
 from __future__ import annotations
@@ -62,6 +65,33 @@ def match_masks(images: list[Path], mask_dir: Path) -> list[Path]:
             raise MedadError(f"{img}: no mask named {stem}.* or {stem}_mask.* in {mask_dir}")
         out.append(found)
     return out
+
+
+def outside_dataset(path: Path, root: Path) -> bool:
+    """Whether `path`, resolved (``..``, absolute names, symbolic links), lies outside both the
+    dataset folder `root` and its ``images/`` folder (which may be a link to another disk)."""
+    try:
+        real = path.resolve()
+        bases = {root.resolve(), (root / "images").resolve()}
+    except (OSError, RuntimeError, ValueError):  # a link loop, a NUL byte: not a usable entry
+        return True
+    return not any(real == b or b in real.parents for b in bases)
+
+
+def datajson_entry_problem(entry: object, root: Path, where: str) -> tuple[Path, str] | None:
+    """The (file, message) wrong with one data.json entry found at `where`, or None when it is a
+    readable file inside the dataset folder. Shared by the loader and ``check-data``."""
+    if not isinstance(entry, str) or not entry.strip() or "\0" in entry:
+        return root / "data.json", f"entry {entry!r} in {where} is not a file name"
+    path = root / "images" / entry
+    if outside_dataset(path, root):
+        return path, (
+            f"entry {entry!r} in {where} points outside the dataset folder {root}; "
+            "data.json may list only files inside it"
+        )
+    if not path.is_file():
+        return path, f"listed in data.json ({where}) but not found"
+    return None
 
 
 def tree_fingerprint(name: str, files: list[Path]) -> str:
@@ -157,12 +187,12 @@ class DataJsonDataset(DatasetSource):
                 raise MedadError(f'{spec_path}: missing the list "{split}" → "{label}"') from None
             if not isinstance(names, list) or not names:
                 raise MedadError(f'{spec_path}: "{split}" → "{label}" must be a non-empty list')
-            paths = [image_dir / str(n) for n in names]
-            missing = [p for p in paths if not p.is_file()]
-            if missing:
-                more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-                raise MedadError(f"{missing[0]}: listed in {spec_path} but not found{more}")
-            return paths
+            where = f'"{split}" → "{label}"'
+            bad = [p for n in names if (p := datajson_entry_problem(n, root, where)) is not None]
+            if bad:
+                more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+                raise MedadError(f"{bad[0][0]}: {bad[0][1]}{more}")
+            return [image_dir / n for n in names]
 
         train, normal, abnormal = files("train", "0"), files("test", "0"), files("test", "1")
         self._records: dict[Split, list[Record]] = {
