@@ -15,7 +15,7 @@ from pathlib import Path
 
 from medad.data.base import DatasetSource, Record, Split
 from medad.data.layouts import tree_fingerprint
-from medad.data.readers import is_image_file
+from medad.data.readers import check_mask_threshold, is_image_file
 from medad.errors import MedadError
 
 
@@ -80,8 +80,10 @@ class InventoryDataset(DatasetSource):
         channels: int,
         has_masks: bool,
         default_epochs: int | None = None,
+        mask_threshold: float | None = None,
     ) -> None:
         inventory.raise_problems()
+        self.mask_threshold = check_mask_threshold(mask_threshold)
         self.root = inventory.root
         self.name, self.modality, self.channels = name, modality, channels
         self.has_masks, self.default_epochs = has_masks, default_epochs

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from medad.data.base import DatasetSource, Record, Split
-from medad.data.readers import is_image_file
+from medad.data.readers import check_mask_threshold, is_image_file
 from medad.errors import MedadError
 
 MASK_SUFFIXES = ("", "_mask", "_seg")
@@ -104,7 +104,8 @@ def tree_fingerprint(name: str, files: list[Path]) -> str:
 
 
 class FolderDataset(DatasetSource):
-    """medad's generic layout (see module docs); `test_fraction` applies to the flat variant."""
+    """medad's generic layout (see module docs); `test_fraction` applies to the flat variant,
+    `mask_threshold` accepts masks that are not two-valued (binarised at > it; `read_mask`)."""
 
     modality = "user data"
 
@@ -116,8 +117,10 @@ class FolderDataset(DatasetSource):
         test_fraction: float | None = None,
         split_seed: int = 0,
         name: str = "folder",
+        mask_threshold: float | None = None,
     ) -> None:
         root = Path(root)
+        self.mask_threshold = check_mask_threshold(mask_threshold)
         if not root.is_dir():
             raise MedadError(f"{root}: dataset folder not found")
         self.root, self.name, self.channels = root, name, channels
