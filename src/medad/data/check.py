@@ -124,6 +124,7 @@ def scan_any(root: Path) -> Inventory:
             inv.problems += [
                 p for p in valid.problems if p.path != train and train not in p.path.parents
             ]
+            inv.warnings += valid.warnings
         return inv
     if (root / "train" / "normal").is_dir():
         return scan_generic_folders(root)
@@ -215,7 +216,7 @@ def inspect_data(root: Path | str) -> DataReport:
         raise MedadError(f"{root}: dataset folder not found")
     inv = scan_any(root)
     counts = _counts(inv)
-    problems = list(inv.problems) + content_problems(inv)
+    problems = list(inv.problems) + inv.warnings + content_problems(inv)
     if not inv.problems:
         problems += _manifest_problems(root, counts)
     return DataReport(root, inv.layout, counts, problems)
