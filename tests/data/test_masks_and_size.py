@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from medad.data.base import get_dataset
-from medad.data.check import check_data
+from medad.data.check import check_data, inspect_data
 from medad.data.loading import Preprocess, load_split
 from medad.data.readers import read_image, read_mask
 from medad.errors import MedadError
 from tests.data import raw_sources as rs
-from tests.test_cli import make_folder_dataset, write_png
+from tests.test_cli import invoke, make_folder_dataset, write_png
 
 
 def soft_mask(size: int) -> np.ndarray:
@@ -65,6 +65,7 @@ def test_every_layout_with_masks_refuses_soft_masks(tmp_path, layout):
     with pytest.raises(MedadError, match=f"{mask}: mask is not binary"):
         load_split(ds, "test", Preprocess(size=16))
     assert any(str(p).startswith(f"{mask}: mask is not binary") for p in check_data(root))
+    assert not [p for p in inspect_data(root, mask_threshold=200).problems if "binary" in str(p)]
     ds = get_dataset(layout, root, mask_threshold=200, **opts)
     test = load_split(ds, "test", Preprocess(size=16), cache_dir=tmp_path / "cache")
     assert test.masks is not None and test.masks.any() and not test.masks.all()
@@ -138,3 +139,11 @@ def test_damaged_cache_is_rebuilt(tmp_path):
     assert np.load(entry)["images"].shape == fresh.images.shape  # rewritten whole
     entry.write_bytes(b"PK\x03\x04 not a zip")
     assert np.array_equal(load_split(ds, "test", pre, cache).masks, fresh.masks)
+
+
+def test_check_data_command_accepts_a_mask_threshold(tmp_path):
+    root = make_folder_dataset(tmp_path / "d", n=2, size=24)
+    write_png(root / "test" / "masks" / "img0.png", soft_mask(24))
+    res = invoke("check-data", root)
+    assert res.exit_code == 1 and "img0.png: mask is not binary" in res.stdout
+    assert invoke("check-data", root, "--mask-threshold", "100").exit_code == 0

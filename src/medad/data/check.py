@@ -35,7 +35,7 @@ from medad.data.official import (
     scan_isic2018,
     scan_split_folders,
 )
-from medad.data.readers import read_image, read_mask
+from medad.data.readers import check_mask_threshold, read_image, read_mask
 from medad.errors import MedadError
 
 
@@ -143,8 +143,10 @@ def _without_prefix(exc: MedadError, path: Path) -> str:
     return str(exc).removeprefix(f"{path}: ")
 
 
-def content_problems(inv: Inventory) -> list[Problem]:
-    """Decode every image and mask; compare mask sizes; find train/test duplicates."""
+def content_problems(inv: Inventory, mask_threshold: float | None = None) -> list[Problem]:
+    """Decode every image and mask; compare mask sizes; find train/test duplicates.
+
+    Masks must be two-valued unless `mask_threshold` is given (`read_mask`)."""
     problems: list[Problem] = []
     train_hashes: dict[str, Path] = {}
     splits = sorted(inv.records, key=lambda s: s != "train")  # train first
@@ -170,7 +172,7 @@ def content_problems(inv: Inventory) -> list[Problem]:
                 problems.append(Problem(rec.image, message))
             if isinstance(rec.mask, Path):
                 try:
-                    mask_shape = read_mask(rec.mask).shape
+                    mask_shape = read_mask(rec.mask, threshold=mask_threshold).shape
                 except MedadError as exc:
                     problems.append(Problem(rec.mask, _without_prefix(exc, rec.mask)))
                     continue
@@ -209,14 +211,16 @@ def _manifest_problems(root: Path, counts: dict[str, int]) -> list[Problem]:
     return [Problem(path, f"the folder no longer matches its preparation: {text}")]
 
 
-def inspect_data(root: Path | str) -> DataReport:
-    """Scan and fully check the dataset folder `root` (see module docs)."""
+def inspect_data(root: Path | str, *, mask_threshold: float | None = None) -> DataReport:
+    """Scan and fully check the dataset folder `root` (see module docs); `mask_threshold` accepts
+    masks that are not two-valued, as the loaders' ``mask_threshold`` option does."""
     root = Path(root)
+    mask_threshold = check_mask_threshold(mask_threshold)
     if not root.is_dir():
         raise MedadError(f"{root}: dataset folder not found")
     inv = scan_any(root)
     counts = _counts(inv)
-    problems = list(inv.problems) + inv.warnings + content_problems(inv)
+    problems = list(inv.problems) + inv.warnings + content_problems(inv, mask_threshold)
     if not inv.problems:
         problems += _manifest_problems(root, counts)
     return DataReport(root, inv.layout, counts, problems)

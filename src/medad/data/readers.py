@@ -176,7 +176,8 @@ def read_mask(
             raise MedadError(
                 f"{path}: mask is not binary: it holds {levels.size} values ({shown}"
                 f"{', ...' if levels.size > 5 else ''}), a mask holds 0 and one other value; "
-                "to binarise it, set --data-option mask_threshold=T (pixels > T are abnormal)"
+                "set mask_threshold=T to binarise it at > T (`--data-option mask_threshold=T`, "
+                "`check-data --mask-threshold T`)"
             )
         threshold = 0.0
     return np.ascontiguousarray(values > threshold)
