@@ -106,3 +106,12 @@ def test_runs_that_no_recorded_field_tells_apart_get_their_config_hash():
     rows = [_run(0, 30, 0.6, chash="a30"), _run(0, 30, 0.8, chash="z99")]
     s = summarize(rows, ["image_auroc"])
     assert s.methods == ["ae [config a30]", "ae [config z99]"]
+
+
+def test_nested_config_differences_are_named_by_their_dotted_key():
+    a, b = _run(0, 30, 0.6, chash="a30"), _run(0, 30, 0.8, chash="b30")
+    a.config["config"]["anomaly_params"] = {"blend": "mixed", "max_patches": 4}
+    b.config["config"]["anomaly_params"] = {"blend": "interpolated", "max_patches": 4}
+    s = summarize([a, b], ["image_auroc"])
+    blends = ["mixed", "interpolated"]
+    assert s.methods == [f"ae (anomaly_params.blend={b})" for b in blends]

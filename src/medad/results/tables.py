@@ -62,11 +62,20 @@ def row_label(row: RunRow) -> str:
 
 
 def _config_fields(row: RunRow) -> dict[str, Any]:
-    """The resolved method config and dataset options of a run, one flat mapping."""
+    """The resolved method config and dataset options of a run, one flat mapping; nested mappings
+    become dotted keys (``anomaly_params.blend``), as ``--set`` writes them."""
     cfg = row.config or {}
-    fields = dict(cfg.get("dataset_options") or {})
-    fields.update(cfg.get("config") or {})
-    return fields
+
+    def flat(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in mapping.items():
+            if isinstance(value, dict) and value:
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    return {**flat(cfg.get("dataset_options") or {}), **flat(cfg.get("config") or {})}
 
 
 def _value_text(value: Any) -> str:
