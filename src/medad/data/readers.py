@@ -276,7 +276,9 @@ def _decoding(path: Path, what: str) -> Iterator[None]:
     except (MedadError, MemoryError):
         raise
     except Image.DecompressionBombError as exc:
-        raise MedadError(f"{path}: {exc}; medad does not read images this large") from None
+        raise MedadError(
+            f"{path}: {str(exc).rstrip('.')}; medad does not read images this large"
+        ) from None
     except Exception as exc:
         raise MedadError(
             f"{path}: cannot read this {what} file, it may be truncated or corrupt "
