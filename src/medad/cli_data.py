@@ -103,6 +103,10 @@ def register(
     def check_data_command(
         directory: Annotated[Path, typer.Argument(help="A dataset folder, e.g. DATA_ROOT/RSNA.")],
         json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+        mask_threshold: Annotated[
+            float | None,
+            typer.Option(help="Accept masks that are not two-valued, binarised at > this value."),
+        ] = None,
     ) -> None:
         """Validate a dataset folder; list its problems (exit 1) or print "ok".
 
@@ -112,7 +116,7 @@ def register(
         from medad.data.check import inspect_data
 
         try:
-            report = inspect_data(directory)
+            report = inspect_data(directory, mask_threshold=mask_threshold)
         except MedadError as exc:
             raise fail(str(exc)) from None
         if json_:

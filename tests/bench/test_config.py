@@ -81,3 +81,19 @@ def test_shipped_configs_are_valid(path, tmp_path, monkeypatch):
     embedded = all(d.name.startswith("synth-") for d in exp.datasets)
     if embedded:
         assert plan_cells(exp, quick=True)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("set:\n  epocs: 1\n", "<experiment>:9: set.epocs: no method of this experiment"),
+        ("quick:\n  set:\n    latnt_size: 2\n", "<experiment>:10: quick.set.latnt_size: no method"),
+        ("set:\n  anomaly_parms.blend: x\n", "set.anomaly_parms.blend: no method"),
+    ],
+)
+def test_shared_set_keys_must_belong_to_a_method(extra, expected):
+    with pytest.raises(MedadError, match="invalid experiment") as err:
+        parse_experiment(GOOD + extra)
+    assert expected in str(err.value)
+    shared = parse_experiment(GOOD + "set:\n  epochs: 1\n  latent_size: 8\n")
+    assert shared.set == {"epochs": 1, "latent_size": 8}

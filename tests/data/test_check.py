@@ -94,3 +94,16 @@ def test_bmad_valid_split_is_checked_too(tmp_path):
         f"{root / 'valid' / 'good' / '1000.png'}: identical to the training image "
         f"{root / 'train' / 'good' / '1000.png'} (train and valid overlap)"
     ]
+
+
+def test_mask_without_an_image_is_reported(tmp_path):
+    folder = make_folder_dataset(tmp_path / "mine", n=2, size=24)
+    orphan = write_png(folder / "test" / "masks" / "lost.png", np.zeros((24, 24), np.uint8))
+    brats = rs.brats_release(tmp_path / "BraTS2021")
+    seg = write_png(
+        brats / "test/annotation/BraTS2021_00099_seg_70.png", np.zeros((24, 20), np.uint8)
+    )
+    assert messages(folder) == [f"{orphan}: mask without an image (no image has this name)"]
+    assert messages(brats) == [f"{seg}: mask without an image (no image has this name)"]
+    res = invoke("check-data", folder)
+    assert res.exit_code != 0 and "lost.png" in res.stdout + res.stderr

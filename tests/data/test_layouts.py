@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from medad.data.base import get_dataset
+from medad.data.check import check_data
 from medad.data.layouts import DataJsonDataset, FolderDataset
 from medad.data.loading import Preprocess, load_split
 from medad.errors import MedadError
+from tests.data import raw_sources as rs
 from tests.test_cli import make_folder_dataset, write_png
 
 
@@ -108,3 +110,34 @@ def test_preprocess_keeps_grayscale_single_channel_and_resizes(tmp_path):
     assert rgb.images.shape == (2, 3, 32, 32)
     np.testing.assert_array_equal(rgb.images[:, 0], rgb.images[:, 1])
     assert short.images.shape == (2, 1, 32, 32)
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
+def test_datajson_entries_outside_the_dataset_are_refused(tmp_path, kind):
+
+    root = rs.datajson_release(tmp_path / "RSNA")
+    outside = write_png(tmp_path / "elsewhere" / "x.png", np.zeros((24, 20), np.uint8))
+    spec = json.loads((root / "data.json").read_text())
+    if kind == "dotdot":
+        entry = "../../elsewhere/x.png"
+    elif kind == "absolute":
+        entry = str(outside)
+    else:
+        (root / "images" / "link.png").symlink_to(outside)
+        entry = "link.png"
+    spec["train"]["0"].append(entry)
+    (root / "data.json").write_text(json.dumps(spec))
+    with pytest.raises(MedadError, match=f'entry \'{entry}\' in "train" → "0" points outside'):
+        DataJsonDataset(root)
+    found = [str(p) for p in check_data(root)]
+    assert len(found) == 1 and "points outside the dataset folder" in found[0]
+    assert repr(entry) in found[0]
+
+
+def test_datajson_images_folder_may_be_a_link(tmp_path):
+    real = rs.datajson_release(tmp_path / "real")
+    root = tmp_path / "RSNA"
+    root.mkdir()
+    (root / "images").symlink_to(real / "images")
+    (root / "data.json").write_text((real / "data.json").read_text())
+    assert len(DataJsonDataset(root).records("train")) == 3

@@ -182,7 +182,9 @@ def test_read_mask_variants(tmp_path: Path) -> None:
     rgb[2:5, 3:5, 0] = 200
     rgb[2:5, 5:7, 2] = 1
     Image.fromarray(rgb).save(tmp_path / "m_rgb.png")
-    np.testing.assert_array_equal(read_mask(tmp_path / "m_rgb.png"), mask)
+    with pytest.raises(MedadError, match="mask is not binary: it holds 3 values"):
+        read_mask(tmp_path / "m_rgb.png")  # two colours on black: a label map, not a mask
+    np.testing.assert_array_equal(read_mask(tmp_path / "m_rgb.png", threshold=0), mask)
 
     # a palette mask whose white sits at index 0: judged by colour, not by index
     pal = Image.fromarray(np.where(mask, 0, 1).astype(np.uint8), mode="P")

@@ -15,6 +15,7 @@ from medad.bench import plan_cells, run_grid
 from medad.bench.config import parse_experiment
 from medad.errors import MedadError
 from medad.report import build_report
+from medad.results.store import ResultsStore, RunRow
 
 GRID = """\
 name: report-test
@@ -101,3 +102,20 @@ def test_report_renders_in_headless_chromium(results, tmp_path):
 def test_report_without_results_is_a_clear_error(tmp_path):
     with pytest.raises(MedadError, match="no results store"):
         build_report(tmp_path, tmp_path / "r")
+
+
+def test_a_stray_run_gets_its_own_row_and_keeps_the_study(results, tmp_path):
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    store = ResultsStore(copy)
+    model = next(r for r in store.rows(status="done") if r.tag == "ae")
+    config = {**model.config, "config": {**model.config["config"], "epochs": 3}}
+    store.put(
+        RunRow(
+            "stray", "ae", model.dataset, 0, "stray0hash", "done",
+            metrics=dict(model.metrics), config=config,
+        )
+    )  # fmt: skip
+    text = build_report(copy, tmp_path / "report").read_text()
+    assert "<td>ae (epochs=1)</td>" in text and "<td>ae (epochs=3)</td>" in text
+    assert "Component studies" in text and "vs latent_size" in text

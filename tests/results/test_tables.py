@@ -68,3 +68,50 @@ def test_several_metrics_and_errors(tmp_path):
     for row in _rows():
         store.put(row)
     assert len(store.rows(status="done")) == 12
+
+
+def _run(seed: int, epochs: int, auroc: float, *, chash: str, label=None, dataset="brain"):
+    config = {"method": "ae", "dataset": dataset, "dataset_options": {"size": 64}}
+    config["config"] = {"epochs": epochs, "latent_size": 16}
+    return RunRow(
+        f"{dataset}/ae/{chash}-seed{seed}",
+        "ae",
+        dataset,
+        seed,
+        chash,
+        "done",
+        metrics={"image_auroc": auroc},
+        config={**config, "seed": seed},
+        tag=label,
+    )
+
+
+def test_runs_differing_in_config_are_separate_rows_named_by_what_differs():
+    rows = [
+        _run(0, 30, 0.60, chash="a30"),
+        _run(1, 30, 0.70, chash="a30"),
+        _run(0, 3, 0.40, chash="b03"),  # a quick `medad run` next to a bench run
+        _run(0, 30, 0.90, chash="c30", dataset="chest"),
+    ]
+    s = summarize(rows, ["image_auroc"])
+    assert s.methods == ["ae (epochs=30)", "ae (epochs=3)"]
+    assert s.values[("ae (epochs=30)", "brain", "image_auroc")].n == 2
+    assert s.values[("ae (epochs=3)", "brain", "image_auroc")].mean == pytest.approx(0.40)
+    assert s.values[("ae (epochs=30)", "chest", "image_auroc")].n == 1
+    # same label and config on each dataset: one row, no suffix
+    assert summarize(rows[:2] + rows[3:], ["image_auroc"]).methods == ["ae"]
+
+
+def test_runs_that_no_recorded_field_tells_apart_get_their_config_hash():
+    rows = [_run(0, 30, 0.6, chash="a30"), _run(0, 30, 0.8, chash="z99")]
+    s = summarize(rows, ["image_auroc"])
+    assert s.methods == ["ae [config a30]", "ae [config z99]"]
+
+
+def test_nested_config_differences_are_named_by_their_dotted_key():
+    a, b = _run(0, 30, 0.6, chash="a30"), _run(0, 30, 0.8, chash="b30")
+    a.config["config"]["anomaly_params"] = {"blend": "mixed", "max_patches": 4}
+    b.config["config"]["anomaly_params"] = {"blend": "interpolated", "max_patches": 4}
+    s = summarize([a, b], ["image_auroc"])
+    blends = ["mixed", "interpolated"]
+    assert s.methods == [f"ae (anomaly_params.blend={b})" for b in blends]

@@ -86,7 +86,8 @@ class Experiment(_Strict):
     """Folder where datasets on disk live (default: ``--data-root`` or $MEDAD_DATA)."""
     device: str = "auto"
     set: dict[str, Any] = Field(default_factory=dict)
-    """Config overrides for every method that has the field (a method's own ``set`` wins)."""
+    """Config overrides for every method that has the field (a method's own ``set`` wins); each
+    key must be a field of at least one method of the file."""
     study: str | None = None
     """The method config field this experiment varies (component studies), for plots."""
     quick: QuickSettings = Field(default_factory=QuickSettings)
@@ -134,7 +135,7 @@ def parse_experiment(text: str, source: str = "<experiment>") -> Experiment:
     if not isinstance(data, dict):
         raise MedadError(f"{source}: an experiment must be a mapping with methods and datasets")
     try:
-        return Experiment.model_validate(data)
+        exp = Experiment.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -146,6 +147,31 @@ def parse_experiment(text: str, source: str = "<experiment>") -> Experiment:
             msg = err["msg"].replace("Extra inputs are not permitted", "unknown key")
             problems.append(f"{source}:{line}: {where}: {msg}")
         raise MedadError("invalid experiment\n" + "\n".join(problems)) from None
+    _check_shared_keys(exp, tree, source)
+    return exp
+
+
+def _check_shared_keys(exp: Experiment, tree: yaml.Node | None, source: str) -> None:
+    """Every key of the top-level ``set:`` and ``quick.set:`` (dotted keys: their first part) must
+    be a config field of at least one method of the file: a typo (``epocs``) would otherwise be
+    skipped for every method and the full budget would run without a word."""
+    from medad.methods.base import method_class  # noqa: PLC0415 (methods load torch)
+
+    fields: set[str] = set()
+    for m in exp.methods:
+        try:
+            fields |= set(method_class(m.name).Config.model_fields)
+        except MedadError:
+            return  # an unknown method is reported, with its name, when the cells are planned
+    problems = [
+        f"{source}:{_line_of(tree, (*where, key))}: {'.'.join(where)}.{key}: no method of this "
+        f"experiment has a config field {key.split('.')[0]!r}"
+        for where, shared in ((("set",), exp.set), (("quick", "set"), exp.quick.set))
+        for key in shared
+        if key.split(".")[0] not in fields
+    ]
+    if problems:
+        raise MedadError("invalid experiment\n" + "\n".join(problems))
 
 
 def load_experiment(path: Path | str) -> Experiment:

@@ -9,10 +9,11 @@ The layout is recognised from what the folder holds:
 - ``train/good`` + ``test/{good,Ungood}`` (and BMAD's ``valid/``): Camelyon16, BMAD;
 - ``train/normal`` + ``test/{normal,abnormal}`` (+ ``test/masks``): medad's generic layout.
 
-Checks: folders and listed files that are missing, classes with no image, CSV and JSON errors
-(line numbers), images that do not decode, masks that are missing, do not decode or whose size
-differs from their image's, files identical (byte for byte) in train and in a test split, and, when
-``prepare.json`` is present, counts that no longer match it.
+Checks: folders and listed files that are missing, data.json entries outside the dataset folder,
+classes with no image, CSV and JSON errors (line numbers), images that do not decode or are larger
+than the reader's pixel cap, masks that are missing, do not decode, are not two-valued or whose
+size differs from their image's, masks without an image, files identical (byte for byte) in train
+and in a test split, and, when ``prepare.json`` is present, counts that no longer match it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from medad.data.base import Record
 from medad.data.catalog import MANIFEST_NAME
 from medad.data.external import scan_mvtec
 from medad.data.inventory import Inventory, Problem
+from medad.data.layouts import datajson_entry_problem
 from medad.data.official import (
     isic_input_dir,
     scan_brats2021,
@@ -33,7 +35,7 @@ from medad.data.official import (
     scan_isic2018,
     scan_split_folders,
 )
-from medad.data.readers import read_image, read_mask
+from medad.data.readers import check_mask_threshold, read_image, read_mask
 from medad.errors import MedadError
 
 
@@ -75,16 +77,17 @@ def scan_datajson(root: Path) -> Inventory:
         if not names:
             inv.add(spec_path, f'"{split}" → "{label}" is empty: no {what}')
         seen: set[str] = set()
-        for name in map(str, names):
-            if name in seen:
-                inv.add(spec_path, f'{name} is listed twice in "{split}" → "{label}"')
+        where = f'"{split}" → "{label}"'
+        for name in names:
+            if isinstance(name, str) and name in seen:
+                inv.add(spec_path, f"{name} is listed twice in {where}")
+                continue
+            problem = datajson_entry_problem(name, root, where)
+            if problem is not None:
+                inv.add(*problem)
                 continue
             seen.add(name)
-            path = image_dir / name
-            if not path.is_file():
-                inv.add(path, f'listed in data.json ("{split}" → "{label}") but not found')
-                continue
-            inv.records[split].append(Record(name, int(label), path))
+            inv.records[split].append(Record(name, int(label), image_dir / name))
     return inv
 
 
@@ -121,6 +124,7 @@ def scan_any(root: Path) -> Inventory:
             inv.problems += [
                 p for p in valid.problems if p.path != train and train not in p.path.parents
             ]
+            inv.warnings += valid.warnings
         return inv
     if (root / "train" / "normal").is_dir():
         return scan_generic_folders(root)
@@ -139,8 +143,10 @@ def _without_prefix(exc: MedadError, path: Path) -> str:
     return str(exc).removeprefix(f"{path}: ")
 
 
-def content_problems(inv: Inventory) -> list[Problem]:
-    """Decode every image and mask; compare mask sizes; find train/test duplicates."""
+def content_problems(inv: Inventory, mask_threshold: float | None = None) -> list[Problem]:
+    """Decode every image and mask; compare mask sizes; find train/test duplicates.
+
+    Masks must be two-valued unless `mask_threshold` is given (`read_mask`)."""
     problems: list[Problem] = []
     train_hashes: dict[str, Path] = {}
     splits = sorted(inv.records, key=lambda s: s != "train")  # train first
@@ -166,7 +172,7 @@ def content_problems(inv: Inventory) -> list[Problem]:
                 problems.append(Problem(rec.image, message))
             if isinstance(rec.mask, Path):
                 try:
-                    mask_shape = read_mask(rec.mask).shape
+                    mask_shape = read_mask(rec.mask, threshold=mask_threshold).shape
                 except MedadError as exc:
                     problems.append(Problem(rec.mask, _without_prefix(exc, rec.mask)))
                     continue
@@ -205,14 +211,16 @@ def _manifest_problems(root: Path, counts: dict[str, int]) -> list[Problem]:
     return [Problem(path, f"the folder no longer matches its preparation: {text}")]
 
 
-def inspect_data(root: Path | str) -> DataReport:
-    """Scan and fully check the dataset folder `root` (see module docs)."""
+def inspect_data(root: Path | str, *, mask_threshold: float | None = None) -> DataReport:
+    """Scan and fully check the dataset folder `root` (see module docs); `mask_threshold` accepts
+    masks that are not two-valued, as the loaders' ``mask_threshold`` option does."""
     root = Path(root)
+    mask_threshold = check_mask_threshold(mask_threshold)
     if not root.is_dir():
         raise MedadError(f"{root}: dataset folder not found")
     inv = scan_any(root)
     counts = _counts(inv)
-    problems = list(inv.problems) + content_problems(inv)
+    problems = list(inv.problems) + inv.warnings + content_problems(inv, mask_threshold)
     if not inv.problems:
         problems += _manifest_problems(root, counts)
     return DataReport(root, inv.layout, counts, problems)

@@ -131,7 +131,11 @@ def find_mvtec_category(root: Path, category: str | None) -> Path:
 
 
 def open_mvtec(
-    root: Path, *, category: str | None = None, channels: int | None = None
+    root: Path,
+    *,
+    category: str | None = None,
+    channels: int | None = None,
+    mask_threshold: float | None = None,
 ) -> DatasetSource:
     folder = find_mvtec_category(root, category)
     return InventoryDataset(
@@ -140,6 +144,7 @@ def open_mvtec(
         modality="industrial (MVTec AD)",
         channels=check_channels(channels, 3),
         has_masks=True,
+        mask_threshold=mask_threshold,
     )
 
 
@@ -177,6 +182,7 @@ def open_bmad(
     subset: str | None = None,
     split: str = "test",
     channels: int | None = None,
+    mask_threshold: float | None = None,
 ) -> DatasetSource:
     if split not in ("test", "valid"):
         raise MedadError(f"BMAD split must be 'test' or 'valid', got {split!r}")
@@ -189,6 +195,7 @@ def open_bmad(
         modality=modality,
         channels=check_channels(channels, default_channels),
         has_masks=any(r.mask is not None for r in inv.records["test"]),
+        mask_threshold=mask_threshold,
     )
 
 

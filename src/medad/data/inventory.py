@@ -15,7 +15,7 @@ from pathlib import Path
 
 from medad.data.base import DatasetSource, Record, Split
 from medad.data.layouts import tree_fingerprint
-from medad.data.readers import is_image_file
+from medad.data.readers import check_mask_threshold, is_image_file
 from medad.errors import MedadError
 
 
@@ -42,6 +42,8 @@ class Inventory:
     root: Path
     records: dict[str, list[Record]] = field(default_factory=lambda: {"train": [], "test": []})
     problems: list[Problem] = field(default_factory=list)
+    #: problems ``check-data`` reports but loaders tolerate (a mask without an image is unused)
+    warnings: list[Problem] = field(default_factory=list)
 
     def add(self, path: Path, message: str) -> None:
         self.problems.append(Problem(path, message))
@@ -80,8 +82,10 @@ class InventoryDataset(DatasetSource):
         channels: int,
         has_masks: bool,
         default_epochs: int | None = None,
+        mask_threshold: float | None = None,
     ) -> None:
         inventory.raise_problems()
+        self.mask_threshold = check_mask_threshold(mask_threshold)
         self.root = inventory.root
         self.name, self.modality, self.channels = name, modality, channels
         self.has_masks, self.default_epochs = has_masks, default_epochs
@@ -123,7 +127,8 @@ def match_masks(
 ) -> list[Path | None]:
     """For each image, the file in `mask_dir` whose stem is the first of ``candidates(stem)``.
 
-    A missing folder is one problem; each image without a mask is one problem naming the image.
+    A missing folder is one problem; each image without a mask is one problem naming the image;
+    each mask without an image is a warning naming the mask.
     """
     images = list(images)
     if not mask_dir.is_dir():
@@ -137,6 +142,9 @@ def match_masks(
         if found is None:
             inv.add(img, f"no mask for this image in {mask_dir} (expected {names[0]}.png)")
         out.append(found)
+    used = set(out)
+    for mask in sorted(set(by_stem.values()) - used):
+        inv.warnings.append(Problem(mask, "mask without an image (no image has this name)"))
     return out
 
 

@@ -16,7 +16,10 @@ A mask matches an image when its name without extension equals the image's, opti
 
 ``data.json`` layout (PAPER.md): ``ROOT/images/*`` and ``ROOT/data.json`` holding
 ``{"train": {"0": [...]}, "test": {"0": [...], "1": [...]}}``; other keys of ``train`` (the
-``"unlabeled"`` list some releases carry) are ignored.
+``"unlabeled"`` list some releases carry) are ignored. Every entry must name a file inside the
+dataset folder once ``..``, absolute names and symbolic links are resolved (`outside_dataset`): a
+data.json that reaches elsewhere is refused rather than silently trained on. Linking the whole
+``images/`` folder to another disk is fine; linking single files out of it is not.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from medad.data.base import DatasetSource, Record, Split
-from medad.data.readers import is_image_file
+from medad.data.readers import check_mask_threshold, is_image_file
 from medad.errors import MedadError
 
 MASK_SUFFIXES = ("", "_mask", "_seg")
@@ -64,6 +67,33 @@ def match_masks(images: list[Path], mask_dir: Path) -> list[Path]:
     return out
 
 
+def outside_dataset(path: Path, root: Path) -> bool:
+    """Whether `path`, resolved (``..``, absolute names, symbolic links), lies outside both the
+    dataset folder `root` and its ``images/`` folder (which may be a link to another disk)."""
+    try:
+        real = path.resolve()
+        bases = {root.resolve(), (root / "images").resolve()}
+    except (OSError, RuntimeError, ValueError):  # a link loop, a NUL byte: not a usable entry
+        return True
+    return not any(real == b or b in real.parents for b in bases)
+
+
+def datajson_entry_problem(entry: object, root: Path, where: str) -> tuple[Path, str] | None:
+    """The (file, message) wrong with one data.json entry found at `where`, or None when it is a
+    readable file inside the dataset folder. Shared by the loader and ``check-data``."""
+    if not isinstance(entry, str) or not entry.strip() or "\0" in entry:
+        return root / "data.json", f"entry {entry!r} in {where} is not a file name"
+    path = root / "images" / entry
+    if outside_dataset(path, root):
+        return path, (
+            f"entry {entry!r} in {where} points outside the dataset folder {root}; "
+            "data.json may list only files inside it"
+        )
+    if not path.is_file():
+        return path, f"listed in data.json ({where}) but not found"
+    return None
+
+
 def tree_fingerprint(name: str, files: list[Path]) -> str:
     """Changes when any file is added, removed, resized or touched."""
     h = hashlib.sha256(name.encode())
@@ -74,7 +104,8 @@ def tree_fingerprint(name: str, files: list[Path]) -> str:
 
 
 class FolderDataset(DatasetSource):
-    """medad's generic layout (see module docs); `test_fraction` applies to the flat variant."""
+    """medad's generic layout (see module docs); `test_fraction` applies to the flat variant,
+    `mask_threshold` accepts masks that are not two-valued (binarised at > it; `read_mask`)."""
 
     modality = "user data"
 
@@ -86,8 +117,10 @@ class FolderDataset(DatasetSource):
         test_fraction: float | None = None,
         split_seed: int = 0,
         name: str = "folder",
+        mask_threshold: float | None = None,
     ) -> None:
         root = Path(root)
+        self.mask_threshold = check_mask_threshold(mask_threshold)
         if not root.is_dir():
             raise MedadError(f"{root}: dataset folder not found")
         self.root, self.name, self.channels = root, name, channels
@@ -157,12 +190,12 @@ class DataJsonDataset(DatasetSource):
                 raise MedadError(f'{spec_path}: missing the list "{split}" → "{label}"') from None
             if not isinstance(names, list) or not names:
                 raise MedadError(f'{spec_path}: "{split}" → "{label}" must be a non-empty list')
-            paths = [image_dir / str(n) for n in names]
-            missing = [p for p in paths if not p.is_file()]
-            if missing:
-                more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-                raise MedadError(f"{missing[0]}: listed in {spec_path} but not found{more}")
-            return paths
+            where = f'"{split}" → "{label}"'
+            bad = [p for n in names if (p := datajson_entry_problem(n, root, where)) is not None]
+            if bad:
+                more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+                raise MedadError(f"{bad[0][0]}: {bad[0][1]}{more}")
+            return [image_dir / n for n in names]
 
         train, normal, abnormal = files("train", "0"), files("test", "0"), files("test", "1")
         self._records: dict[Split, list[Record]] = {

@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -105,8 +107,14 @@ def _resize_mask(mask: np.ndarray, pre: Preprocess) -> np.ndarray:
     return arr[top : top + pre.size, left : left + pre.size]
 
 
-def decode_record(record: Record, pre: Preprocess) -> tuple[np.ndarray, np.ndarray | None]:
-    """Decode one record → (uint8 image [C, S, S], bool mask [S, S] or None)."""
+def decode_record(
+    record: Record, pre: Preprocess, mask_threshold: float | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decode one record → (uint8 image [C, S, S], bool mask [S, S] or None).
+
+    A mask file is checked and binarised at full size (`read_mask`, with `mask_threshold`), then
+    resized with nearest neighbour.
+    """
     if isinstance(record.image, np.ndarray):
         where = f"record {record.id}"
         image = _to_float01(record.image, where)
@@ -122,7 +130,8 @@ def decode_record(record: Record, pre: Preprocess) -> tuple[np.ndarray, np.ndarr
         if isinstance(record.mask, np.ndarray):
             mask_raw, mwhere = record.mask.astype(bool), f"mask of record {record.id}"
         else:
-            mask_raw, mwhere = read_mask(record.mask), str(record.mask)
+            mask_raw = read_mask(record.mask, threshold=mask_threshold)
+            mwhere = str(record.mask)
         if mask_raw.shape != size_hw:
             raise MedadError(
                 f"{mwhere}: mask is {mask_raw.shape[1]}x{mask_raw.shape[0]} but its image "
@@ -132,7 +141,9 @@ def decode_record(record: Record, pre: Preprocess) -> tuple[np.ndarray, np.ndarr
     return image_u8, mask
 
 
-def decode_records(records: list[Record], pre: Preprocess, with_masks: bool) -> ArraySplit:
+def decode_records(
+    records: list[Record], pre: Preprocess, with_masks: bool, mask_threshold: float | None = None
+) -> ArraySplit:
     """Decode a list of records into an `ArraySplit` (masks all-False for records without one)."""
     if not records:
         raise MedadError("the split is empty: no images were found")
@@ -140,7 +151,7 @@ def decode_records(records: list[Record], pre: Preprocess, with_masks: bool) -> 
     images = np.empty((n, pre.channels, s, s), dtype=np.uint8)
     masks = np.zeros((n, s, s), dtype=bool) if with_masks else None
     for i, rec in enumerate(records):
-        img, mask = decode_record(rec, pre)
+        img, mask = decode_record(rec, pre, mask_threshold)
         images[i] = img
         if masks is not None and mask is not None:
             masks[i] = mask
@@ -149,8 +160,10 @@ def decode_records(records: list[Record], pre: Preprocess, with_masks: bool) -> 
 
 
 def _cache_file(cache_dir: Path, dataset: DatasetSource, split: Split, pre: Preprocess) -> Path:
-    key = json.dumps([CACHE_VERSION, dataset.fingerprint(), split, pre.key()])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    parts: list[object] = [CACHE_VERSION, dataset.fingerprint(), split, pre.key()]
+    if dataset.mask_threshold is not None:
+        parts.append(dataset.mask_threshold)
+    digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
     return cache_dir / f"{dataset.name}-{split}-{pre.size}px-{digest}.npz"
 
 
@@ -160,20 +173,38 @@ def load_split(
     """Decode `split` of `dataset` per `pre`, reusing (and filling) the on-disk cache if given."""
     path = _cache_file(cache_dir, dataset, split, pre) if cache_dir is not None else None
     if path is not None and path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                masks = z["masks"] if "masks" in z.files else None
-                return ArraySplit(z["images"], z["labels"], masks, [str(i) for i in z["ids"]])
-        except (OSError, ValueError, KeyError):
-            path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt, never trusted
+        cached = _read_cache(path, pre)
+        if cached is not None:
+            return cached
+        path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt, never trusted
     records = dataset.records(split)
     with_masks = split == "test" and dataset.has_masks
-    arrays = decode_records(records, pre, with_masks)
+    arrays = decode_records(records, pre, with_masks, dataset.mask_threshold)
     if split == "train" and arrays.labels.any():
         raise MedadError(f"dataset {dataset.name}: the train split must hold normal images only")
     if path is not None:
         _save_atomic(path, arrays)
     return arrays
+
+
+def _read_cache(path: Path, pre: Preprocess) -> ArraySplit | None:
+    """A cache entry written by `_save_atomic`, or None when it is damaged (a truncated or foreign
+    file, a missing array, arrays that disagree); the caller then decodes again."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            masks = z["masks"] if "masks" in z.files else None
+            split = ArraySplit(z["images"], z["labels"], masks, [str(i) for i in z["ids"]])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None
+    n, s = len(split.ids), pre.size
+    if (
+        split.images.shape != (n, pre.channels, s, s)
+        or split.images.dtype != np.uint8
+        or split.labels.shape != (n,)
+        or (split.masks is not None and split.masks.shape != (n, s, s))
+    ):
+        return None
+    return split
 
 
 def _save_atomic(path: Path, arrays: ArraySplit) -> None:

@@ -284,9 +284,16 @@ def check_channels(channels: int | None, default: int) -> int:
     return int(channels)
 
 
-def open_benchmark(name: str, root: Path, *, channels: int | None = None) -> DatasetSource:
-    """Open benchmark `name` (see `medad.data.catalog`) under the data root `root`."""
+def open_benchmark(
+    name: str, root: Path, *, channels: int | None = None, mask_threshold: float | None = None
+) -> DatasetSource:
+    """Open benchmark `name` (see `medad.data.catalog`) under the data root `root`.
+
+    `mask_threshold` (datasets with masks) accepts masks that are not two-valued (`read_mask`).
+    """
     b = benchmark(name)
+    if mask_threshold is not None and not b.has_masks:
+        raise MedadError(f"dataset {name!r} has no masks; mask_threshold does not apply")
     folder = find_benchmark_folder(b, root)
     ch = check_channels(channels, b.channels)
     if b.layout == "datajson":
@@ -301,6 +308,7 @@ def open_benchmark(name: str, root: Path, *, channels: int | None = None) -> Dat
         channels=ch,
         has_masks=b.has_masks,
         default_epochs=b.default_epochs,
+        mask_threshold=mask_threshold,
     )
 
 
@@ -314,10 +322,10 @@ def _register(b: Benchmark) -> None:
         f"(`medad prepare {b.name}` builds it){epochs}",
         needs_root=True,
     )
-    def factory(root: Path | None, *, channels: int | None = None) -> DatasetSource:
+    def factory(root: Path | None, **options: object) -> DatasetSource:
         from medad.data.registry import _require_root
 
-        return open_benchmark(b.name, _require_root(b.name, root), channels=channels)
+        return open_benchmark(b.name, _require_root(b.name, root), **options)  # type: ignore[arg-type]
 
 
 for _b in BENCHMARKS.values():

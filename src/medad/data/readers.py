@@ -1,7 +1,7 @@
 """Decode the image files medical anomaly-detection datasets come in, behind one interface.
 
 `read_image` turns one 2-D image file into float32 values in [0, 1], shape (H, W) for grayscale or
-(H, W, 3) for colour; `read_mask` turns a mask file into a bool (H, W) array (value > 0). The format
+(H, W, 3) for colour; `read_mask` turns a two-valued mask file into a bool (H, W) array. The format
 is chosen by content first (the DICOM "DICM" magic at byte 128, the PNG/JPEG/TIFF/BMP signatures),
 then by file name (`SUPPORTED_SUFFIXES`), so DICOM files without an extension are read too.
 
@@ -26,12 +26,15 @@ image columns run from the patient's right (left of the image) to the patient's 
 radiological convention. Slices with a singleton y or x axis (coronal, sagittal) get the same rule
 (transpose, flip both axes), which puts superior at the top.
 
-Every failure raises `medad.errors.MedadError` naming the file and the problem.
+Every reader refuses, from the file's header and before decoding, a file larger than `pixel_cap`
+(`DEFAULT_MAX_PIXELS`, or ``$MEDAD_MAX_PIXELS``). Every failure raises `medad.errors.MedadError`
+naming the file and the problem.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,13 +53,16 @@ from pydicom.multival import MultiValue
 from medad.errors import MedadError
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "DEFAULT_PERCENTILES",
     "SUPPORTED_SUFFIXES",
     "NiftiVolume",
     "apply_window",
+    "check_mask_threshold",
     "is_image_file",
     "nifti_axial_label_slices",
     "nifti_axial_slices",
+    "pixel_cap",
     "read_dicom",
     "read_image",
     "read_mask",
@@ -96,7 +102,9 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 # dispatch
 
 
-def read_image(path: str | os.PathLike[str], *, window: Window | None = None) -> np.ndarray:
+def read_image(
+    path: str | os.PathLike[str], *, window: Window | None = None, max_pixels: int | None = None
+) -> np.ndarray:
     """Decode one 2-D image into float32 in [0, 1], shape (H, W) or (H, W, 3).
 
     Args:
@@ -106,20 +114,23 @@ def read_image(path: str | os.PathLike[str], *, window: Window | None = None) ->
             DICOM LINEAR function), scaled voxel values for NIfTI and stored pixel values for the
             other formats (both with the exact linear map ``(x - center) / width + 0.5``, clipped).
             It replaces the format's default normalisation; refused for colour images.
+        max_pixels: the most pixels the file may decode to (see `pixel_cap`); checked from the
+            file's header before anything is decoded.
 
     Raises:
-        MedadError: the file is missing, unsupported, unreadable, empty or not a 2-D image.
+        MedadError: the file is missing, unsupported, unreadable, empty, larger than the pixel
+            cap, or not a 2-D image.
     """
     path = _existing_file(path)
     kind = _detect_format(path)
     if kind == "dicom":
-        return read_dicom(path, window=window)
+        return read_dicom(path, window=window, max_pixels=max_pixels)
     if kind == "nifti":
-        plane = _nifti_plane(path, labels=False)
+        plane = _nifti_plane(path, labels=False, max_pixels=max_pixels)
         if window is not None:
             return _as_image(_apply_user_window(plane, window, "LINEAR_EXACT", path))
         return _as_image(_percentile_normalise(plane, DEFAULT_PERCENTILES, path))
-    raw = _decode_pillow(path)
+    raw = _decode_pillow(path, max_pixels=max_pixels)
     if window is not None:
         if raw.ndim == 3:
             raise MedadError(f"{path}: window= applies to grayscale images; this one is RGB")
@@ -127,26 +138,62 @@ def read_image(path: str | os.PathLike[str], *, window: Window | None = None) ->
     return _as_image(_pillow_to_unit(raw))
 
 
-def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode a mask file into bool (H, W): True where the value is > 0 (any channel for RGB).
+def read_mask(
+    path: str | os.PathLike[str],
+    *,
+    threshold: float | None = None,
+    max_pixels: int | None = None,
+) -> np.ndarray:
+    """Decode a mask file into bool (H, W): True where the value is > `threshold` (any channel).
 
-    Accepts the formats of `read_image`. Palette images are judged by their colours, not their
-    indices (an optimised 0/255 mask may store white at index 0). DICOM masks are compared after
-    Rescale Slope/Intercept; a 2-D NIfTI mask gets the same display orientation as `read_image`.
+    A mask must be two-valued: zero and one other value (0/1, 0/255, a bool PNG, a colour on
+    black). Anything else (soft 0…255 edges, JPEG artefacts, a multi-class label map) is refused
+    naming the file, because binarising it silently at > 0 turns every faint edge pixel into
+    anomaly and changes pixel-level metrics; pass `threshold` (``--data-option mask_threshold=T``)
+    to accept such a mask explicitly, binarised at > T. Values are checked on the decoded file,
+    before any resizing (loading resizes masks with nearest neighbour, which adds no value).
+
+    Accepts the formats of `read_image` (and its `max_pixels` cap). Palette images are judged by
+    their colours, not their indices (an optimised 0/255 mask may store white at index 0). DICOM
+    masks are compared after Rescale Slope/Intercept; a 2-D NIfTI mask gets the same display
+    orientation as `read_image`.
     """
     path = _existing_file(path)
     kind = _detect_format(path)
     if kind == "dicom":
-        ds, pixels = _dicom_pixels(path, frame=None)
+        ds, pixels = _dicom_pixels(path, frame=None, max_pixels=max_pixels)
         values = pixels if pixels.ndim == 3 else _dicom_modality_values(ds, pixels)
     elif kind == "nifti":
-        values = _nifti_plane(path, labels=True)
+        values = _nifti_plane(path, labels=False, max_pixels=max_pixels)
     else:
-        values = _decode_pillow(path)
-    mask = values > 0
-    if mask.ndim == 3:
-        mask = mask.any(axis=-1)
-    return np.ascontiguousarray(mask)
+        values = _decode_pillow(path, max_pixels=max_pixels)
+    if values.ndim == 3:
+        values = values.max(axis=-1)  # > T in any channel is > T in the brightest one
+    if threshold is None:
+        levels = np.unique(values)
+        if np.count_nonzero(levels) > 1:
+            shown = ", ".join(f"{v:g}" for v in levels[:5].tolist())
+            raise MedadError(
+                f"{path}: mask is not binary: it holds {levels.size} values ({shown}"
+                f"{', ...' if levels.size > 5 else ''}), a mask holds 0 and one other value; "
+                "set mask_threshold=T to binarise it at > T (`--data-option mask_threshold=T`, "
+                "`check-data --mask-threshold T`)"
+            )
+        threshold = 0.0
+    return np.ascontiguousarray(values > threshold)
+
+
+def check_mask_threshold(value: object) -> float | None:
+    """A ``mask_threshold`` data option as a float >= 0 (None: masks must be two-valued)."""
+    if value is None:
+        return None
+    try:
+        threshold = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        threshold = float("nan")
+    if not threshold >= 0 or isinstance(value, bool):
+        raise MedadError(f"mask_threshold must be a number >= 0, got {value!r}")
+    return threshold
 
 
 def is_image_file(path: str | os.PathLike[str]) -> bool:
@@ -228,11 +275,56 @@ def _decoding(path: Path, what: str) -> Iterator[None]:
         yield
     except (MedadError, MemoryError):
         raise
+    except Image.DecompressionBombError as exc:
+        raise MedadError(
+            f"{path}: {str(exc).rstrip('.')}; medad does not read images this large"
+        ) from None
     except Exception as exc:
         raise MedadError(
             f"{path}: cannot read this {what} file, it may be truncated or corrupt "
             f"({type(exc).__name__}: {exc})"
         ) from exc
+
+
+#: default cap on the pixels (voxels for NIfTI) one file may decode to: 2**26 = 67 M, e.g. 8192 x
+#: 8192. The largest 2-D medical images medad reads (full-field mammograms about 4000 x 5000,
+#: large-detector radiographs about 4300 x 4300, BraTS volumes 240 x 240 x 155 = 9 M voxels) fit
+#: with room to spare, while a "decompression bomb" (a tiny PNG that claims 100 M pixels, decoded
+#: at several GB once converted to float) is refused. Whole-slide pathology images (gigapixels)
+#: are not read by this reader: tile them first. Raise it with ``$MEDAD_MAX_PIXELS`` or the
+#: readers' ``max_pixels`` argument.
+DEFAULT_MAX_PIXELS = 2**26
+MAX_PIXELS_ENV = "MEDAD_MAX_PIXELS"
+
+
+def pixel_cap(max_pixels: int | None = None) -> int:
+    """The decoded-size cap in force: `max_pixels`, else ``$MEDAD_MAX_PIXELS``, else
+    `DEFAULT_MAX_PIXELS`."""
+    if max_pixels is not None:
+        value: object = max_pixels
+    else:
+        value = os.environ.get(MAX_PIXELS_ENV) or DEFAULT_MAX_PIXELS
+    try:
+        cap = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        cap = 0
+    if cap < 1:
+        where = "max_pixels" if max_pixels is not None else f"${MAX_PIXELS_ENV}"
+        raise MedadError(f"{where} must be a whole number of pixels >= 1, got {value!r}")
+    return cap
+
+
+def _check_decoded_size(path: Path, shape: Sequence[int], max_pixels: int | None) -> None:
+    """Refuse, from the header's `shape`, a file that would decode to more than the pixel cap."""
+    n = int(np.prod([int(v) for v in shape], dtype=np.float64))
+    cap = pixel_cap(max_pixels)
+    if n > cap:
+        size = " x ".join(str(int(v)) for v in shape)
+        raise MedadError(
+            f"{path}: the file declares {size} = {n:,} pixels, above the cap of {cap:,} "
+            f"(a guard against decompression bombs); if the image is genuine, raise the cap, "
+            f"e.g. {MAX_PIXELS_ENV}={n}"
+        )
 
 
 def _as_image(values: np.ndarray) -> np.ndarray:
@@ -364,10 +456,26 @@ def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
 # Pillow: PNG, JPEG, TIFF, BMP
 
 
-def _decode_pillow(path: Path) -> np.ndarray:
-    """The stored values: bool, uint8 or uint16 or int32 or float32 (H, W), or uint8 (H, W, 3)."""
+@contextmanager
+def _open_pillow(path: Path) -> Iterator[Image.Image]:
+    """``Image.open`` (lazy: header only) without Pillow's size warning, which `pixel_cap`
+    replaces; Pillow's own hard limit (twice its warning size) still applies."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(path)
+    with im:
+        yield im
+
+
+def _decode_pillow(path: Path, *, max_pixels: int | None = None) -> np.ndarray:
+    """The stored values: bool, uint8 or uint16 or int32 or float32 (H, W), or uint8 (H, W, 3).
+
+    The size is checked against `pixel_cap` from the header (``Image.open`` is lazy) before the
+    pixels are decoded.
+    """
     fmt = _suffix(path).lstrip(".").upper() or "image"
-    with _decoding(path, fmt), Image.open(path) as im:
+    with _decoding(path, fmt), _open_pillow(path) as im:
+        _check_decoded_size(path, im.size, max_pixels)
         if getattr(im, "n_frames", 1) > 1:
             raise MedadError(
                 f"{path}: holds {im.n_frames} frames/pages; medad reads single 2-D images"
@@ -419,7 +527,11 @@ def _pillow_to_unit(values: np.ndarray) -> np.ndarray:
 
 
 def read_dicom(
-    path: str | os.PathLike[str], *, window: Window | None = None, frame: int | None = None
+    path: str | os.PathLike[str],
+    *,
+    window: Window | None = None,
+    frame: int | None = None,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Decode a DICOM image into float32 in [0, 1]: (H, W), or (H, W, 3) for colour.
 
@@ -440,9 +552,10 @@ def read_dicom(
         window: optional ``(center, width)`` in modality units; width >= 1.
         frame: which frame of a multi-frame file to read. Multi-frame files are volumes or
             sequences, so without `frame` they are refused rather than silently cut.
+        max_pixels: cap on Rows x Columns x frames, checked before decoding (`pixel_cap`).
     """
     path = _existing_file(path)
-    ds, pixels = _dicom_pixels(path, frame=frame)
+    ds, pixels = _dicom_pixels(path, frame=frame, max_pixels=max_pixels)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     if pixels.ndim == 3:
         if window is not None:
@@ -466,7 +579,9 @@ def read_dicom(
     return _as_image(unit)
 
 
-def _dicom_pixels(path: Path, *, frame: int | None) -> tuple[pydicom.Dataset, np.ndarray]:
+def _dicom_pixels(
+    path: Path, *, frame: int | None, max_pixels: int | None = None
+) -> tuple[pydicom.Dataset, np.ndarray]:
     """The dataset and its decoded pixels of one frame: (H, W) or (H, W, samples)."""
     with _decoding(path, "DICOM"):
         try:
@@ -486,6 +601,9 @@ def _dicom_pixels(path: Path, *, frame: int | None) -> tuple[pydicom.Dataset, np
         )
     if frame is not None and not 0 <= frame < frames:
         raise MedadError(f"{path}: frame {frame} out of range, the file has {frames} frame(s)")
+    with _decoding(path, "DICOM"):
+        declared = (int(ds.get("Columns") or 0), int(ds.get("Rows") or 0))
+    _check_decoded_size(path, (*declared, frames) if frames > 1 else declared, max_pixels)
     with _decoding(path, "DICOM"):
         _ensure_transfer_syntax(ds)
         pixels = np.asarray(ds.pixel_array)
@@ -616,7 +734,9 @@ def nifti_axial_label_slices(
     )
 
 
-def _load_canonical(path: Path, *, labels: bool) -> tuple[np.ndarray, np.ndarray]:
+def _load_canonical(
+    path: Path, *, labels: bool, max_pixels: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """RAS+ array (float32 values, or bool ``> 0`` when `labels`) and its affine."""
     path = _existing_file(path)
     if _detect_format(path) != "nifti":
@@ -632,6 +752,7 @@ def _load_canonical(path: Path, *, labels: bool) -> tuple[np.ndarray, np.ndarray
                 f"{path}: NIfTI is {len(shape)}-D with shape {shape}; medad reads 3-D volumes, "
                 "extract one first (e.g. nibabel's img.slicer[..., t])"
             )
+        _check_decoded_size(path, shape, max_pixels)
         values = np.asanyarray(img.dataobj)  # applies scl_slope / scl_inter
     values = values > 0 if labels else values.astype(np.float32, copy=False)
     if values.ndim == 2:
@@ -647,9 +768,9 @@ def _load_canonical(path: Path, *, labels: bool) -> tuple[np.ndarray, np.ndarray
     return canonical, canonical_affine
 
 
-def _nifti_plane(path: Path, *, labels: bool) -> np.ndarray:
+def _nifti_plane(path: Path, *, labels: bool, max_pixels: int | None = None) -> np.ndarray:
     """The single plane of a 2-D NIfTI (or a volume with a singleton axis), display-oriented."""
-    volume, _ = _load_canonical(path, labels=labels)
+    volume, _ = _load_canonical(path, labels=labels, max_pixels=max_pixels)
     for axis in (2, 1, 0):  # axial, coronal, sagittal
         if volume.shape[axis] == 1:
             plane = np.take(volume, 0, axis=axis)

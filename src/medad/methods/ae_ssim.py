@@ -14,7 +14,7 @@ input's size directly and the image score is the mean of the very map that is ev
 from __future__ import annotations
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from medad.methods.ae import AEConfig
 from medad.methods.base import register
@@ -34,6 +34,12 @@ class AESSIMConfig(AEConfig):
         if v % 2 == 0:
             raise ValueError(f"must be odd (a centred window), got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> AESSIMConfig:
+        if self.window_size > self.image_size:
+            raise ValueError(f"window_size {self.window_size} exceeds image_size {self.image_size}")
+        return self
 
 
 def to_unit_range(x: torch.Tensor) -> torch.Tensor:

@@ -67,11 +67,11 @@ class FAnoGANConfig(MethodConfig):
     """Weight λ of the gradient penalty (WGAN-GP, f-AnoGAN: 10)."""
     kappa: float = Field(1.0, ge=0)
     """Weight κ of the feature term in the izi_f loss and the score (f-AnoGAN: 1)."""
-    latent_size: int = 128
+    latent_size: int = Field(128, ge=1)
     """Size of the noise / latent z (f-AnoGAN: 128)."""
-    base_width: int = 16
+    base_width: int = Field(16, ge=1)
     """Channels of the first encoder block; the others are 2×, 4×, 4× (PAPER.md)."""
-    mid_size: int = 1024
+    mid_size: int = Field(1024, ge=1)
     """Width of the hidden FC layer of the bottleneck (PAPER.md: 1024)."""
 
     def stage_epochs(self) -> tuple[int, int]:

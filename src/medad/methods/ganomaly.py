@@ -50,11 +50,11 @@ class GANomalyConfig(MethodConfig):
     """Adam learning rate of both phases (PAPER.md and MedIAnomaly's code: 1e-3; GANomaly: 2e-4)."""
     beta1: float = Field(0.5, ge=0, lt=1)
     """Adam β₁ of both phases (GANomaly / DCGAN: 0.5; MedIAnomaly's code used 0.9); β₂ = 0.999."""
-    latent_size: int = 16
+    latent_size: int = Field(16, ge=1)
     """Size of the latent z (PAPER.md: 16, as the AE)."""
-    base_width: int = 16
+    base_width: int = Field(16, ge=1)
     """Channels of the first encoder block; the others are 2×, 4×, 4× (PAPER.md)."""
-    mid_size: int = 1024
+    mid_size: int = Field(1024, ge=1)
     """Width of the hidden FC layer of the bottlenecks (PAPER.md: 1024)."""
     w_adv: float = Field(1.0, ge=0)
     """Weight of the feature-matching adversarial loss (PAPER.md, GANomaly: 1)."""

@@ -27,7 +27,7 @@ from medad.evaluation import HEADLINE_METRICS
 from medad.predictions import Predictions
 from medad.report import plots
 from medad.results.store import STORE_NAME, ResultsStore, RunRow
-from medad.results.tables import METRIC_NAMES, Summary, row_label, summarize
+from medad.results.tables import METRIC_NAMES, Summary, row_label, run_labels, summarize
 
 CSS = " ".join(
     [
@@ -71,10 +71,11 @@ def summary_html(summary: Summary, metric: str) -> str:
 
 
 def _first_seed_runs(rows: list[RunRow]) -> dict[tuple[str, str], RunRow]:
-    """One representative run per (method label, dataset): the lowest seed."""
+    """One representative run per (table row, dataset): the lowest seed (rows as `run_labels`)."""
+    labels = run_labels(rows)
     chosen: dict[tuple[str, str], RunRow] = {}
     for r in sorted(rows, key=lambda r: r.seed):
-        chosen.setdefault((row_label(r), r.dataset), r)
+        chosen.setdefault((labels[r.run_id], r.dataset), r)
     return chosen
 
 
@@ -127,19 +128,38 @@ def _gallery(store: ResultsStore, row: RunRow, pred: Predictions, data_root: Pat
     return _img(png, f"gallery {row.dataset} {row_label(row)}")
 
 
-def _studies(rows: list[RunRow], metric: str) -> list[str]:
-    """A plot for each method whose runs differ in exactly one config field."""
-    by_method: dict[str, list[RunRow]] = defaultdict(list)
+def _study_groups(rows: list[RunRow]) -> list[tuple[str, str, list[RunRow]]]:
+    """(method, field, runs) for each config field that varies among a method's runs on a dataset
+    while its other varying fields stay fixed (with several such groups, the one with the most
+    values of the field), gathered over datasets. So a stray run (another epoch count next to a
+    latent-size study) neither hides the study nor joins it, and a per-dataset budget (Brain
+    Tumor's 600 epochs) does not split it."""
+
+    def value(r: RunRow, key: str) -> str:
+        return repr(r.config.get("config", {}).get(key))
+
+    cells: dict[tuple[str, str], list[RunRow]] = defaultdict(list)
     for r in rows:
-        by_method[r.method].append(r)
+        cells[(r.method, r.dataset)].append(r)
+    found: dict[tuple[str, str], list[RunRow]] = defaultdict(list)
+    for (method, _), group in cells.items():
+        keys = sorted({k for r in group for k in r.config.get("config", {})})
+        varying = [k for k in keys if len({value(r, k) for r in group}) > 1]
+        for param in varying:
+            parts: dict[tuple[str, ...], list[RunRow]] = defaultdict(list)
+            for r in group:
+                parts[tuple(value(r, k) for k in varying if k != param)].append(r)
+            best = max(parts.values(), key=lambda g: len({value(r, param) for r in g}))
+            if len({value(r, param) for r in best}) > 1:
+                found[(method, param)] += best
+    return [(method, param, runs) for (method, param), runs in found.items()]
+
+
+def _studies(rows: list[RunRow], metric: str) -> list[str]:
+    """A plot for each config field a method's runs vary (see `_study_groups`)."""
     out = []
-    for method, group in by_method.items():
+    for method, param, group in _study_groups(rows):
         configs = [r.config.get("config", {}) for r in group]
-        keys = {k for c in configs for k in c}
-        varying = [k for k in sorted(keys) if len({repr(c.get(k)) for c in configs}) > 1]
-        if len(varying) != 1:
-            continue
-        param = varying[0]
         cells: dict[tuple[str, Any], list[float]] = defaultdict(list)
         for r, c in zip(group, configs, strict=True):
             if metric in r.metrics:

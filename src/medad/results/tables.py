@@ -1,5 +1,8 @@
 """Tables of results: mean ± std over seeds, methods × datasets, in the paper's layout.
 
+A row is one configuration: runs that differ in anything but the seed are never averaged together
+(`run_labels` names each row after what differs).
+
 Values are percentages with one decimal, as in PAPER.md's tables; the standard deviation is the
 sample standard deviation over seeds (ddof = 1; 0 for a single seed). The best mean of each column
 is marked (bold in Markdown and LaTeX, bold green in the terminal); every metric here is
@@ -10,8 +13,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
+from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from rich.table import Table
@@ -51,20 +57,77 @@ class Summary:
 
 
 def row_label(row: RunRow) -> str:
+    """The label a run was given (its bench entry's label), else its method name."""
     return row.tag or row.method
 
 
+def _config_fields(row: RunRow) -> dict[str, Any]:
+    """The resolved method config and dataset options of a run, one flat mapping; nested mappings
+    become dotted keys (``anomaly_params.blend``), as ``--set`` writes them."""
+    cfg = row.config or {}
+
+    def flat(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in mapping.items():
+            if isinstance(value, dict) and value:
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    return {**flat(cfg.get("dataset_options") or {}), **flat(cfg.get("config") or {})}
+
+
+def _value_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+def run_labels(rows: list[RunRow]) -> dict[str, str]:
+    """The table label of each run (by run id): runs are grouped by configuration, not by name.
+
+    Runs sharing a label and a dataset but not a configuration (``config_hash``: everything but
+    the seed) would otherwise be averaged as if they were seeds, e.g. a 3-epoch ``medad run`` next
+    to a 30-epoch bench run. Such runs get the fields that differ among them added to the label,
+    ``ae (epochs=3)`` and ``ae (epochs=30)``, for every dataset the label appears on, so rows stay
+    aligned; the config hash is added when no recorded field tells them apart.
+    """
+    groups: dict[tuple[str, str], list[RunRow]] = defaultdict(list)
+    for r in rows:
+        groups[(row_label(r), r.dataset)].append(r)
+    differing: dict[str, set[str]] = defaultdict(set)
+    for (label, _), group in groups.items():
+        if len({r.config_hash for r in group}) > 1:
+            configs = [_config_fields(r) for r in group]
+            keys = {k for c in configs for k in c}
+            differing[label] |= {
+                k for k in keys if len({_value_text(c.get(k, "–")) for c in configs}) > 1
+            }
+    labels: dict[str, str] = {}
+    for r in rows:
+        base, fields = row_label(r), _config_fields(r)
+        parts = [f"{k}={_value_text(fields.get(k, '–'))}" for k in sorted(differing[base])]
+        labels[r.run_id] = f"{base} ({', '.join(parts)})" if parts else base
+    shown: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for r in rows:
+        shown[(labels[r.run_id], r.dataset)].add(r.config_hash)
+    for r in rows:
+        if len(shown[(labels[r.run_id], r.dataset)]) > 1:
+            labels[r.run_id] += f" [config {r.config_hash}]"
+    return labels
+
+
 def summarize(rows: list[RunRow], metrics: list[str]) -> Summary:
-    """Group finished runs by (method label, dataset) and aggregate each metric over seeds."""
+    """Group finished runs by configuration and dataset (labelled by `run_labels`) and aggregate
+    each metric over their seeds."""
     unknown = [m for m in metrics if m not in METRIC_NAMES]
     if unknown:
         raise MedadError(f"unknown metric {unknown[0]!r}; known: {', '.join(METRIC_NAMES)}")
     summary = Summary(metrics=list(metrics))
+    done = [row for row in rows if row.status == "done"]
+    labels = run_labels(done)
     groups: dict[tuple[str, str], list[RunRow]] = {}
-    for row in rows:
-        if row.status != "done":
-            continue
-        key = (row_label(row), row.dataset)
+    for row in done:
+        key = (labels[row.run_id], row.dataset)
         groups.setdefault(key, []).append(row)
         if key[0] not in summary.methods:
             summary.methods.append(key[0])
