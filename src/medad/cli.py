@@ -27,6 +27,9 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
+OVERWRITE_HELP = "Replace an earlier output of this command in --out (only files it wrote)."
+
+
 def _fail(msg: str) -> typer.Exit:
     err_console.print("[bold red]error:[/] ", end="")
     err_console.print(msg, markup=False, highlight=False, soft_wrap=True)
@@ -371,12 +374,13 @@ def report(
     data_root: Annotated[
         Path | None, typer.Option(help="Where datasets on disk live, for the image gallery.")
     ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Write a static HTML report: tables, ROC/PR curves, histograms, gallery, study plots."""
     from medad.report import build_report
 
     try:
-        page = build_report(results_, out, data_root=data_root)
+        page = build_report(results_, out, data_root=data_root, overwrite=overwrite)
     except MedadError as exc:
         raise _fail(str(exc)) from None
     console.print(f"report: {page}", highlight=False)
@@ -390,12 +394,13 @@ def predict(
     ],
     out: Annotated[Path, typer.Option(help="Folder for scores.csv and map overlays.")],
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Score new images with a trained run: a CSV of scores and anomaly-map overlays."""
     from medad.inference import predict_folder
 
     try:
-        path = predict_folder(run_dir, input_, out, device)
+        path = predict_folder(run_dir, input_, out, device, overwrite=overwrite)
     except MedadError as exc:
         raise _fail(str(exc)) from None
     console.print(f"scores: {path}", highlight=False)
@@ -428,6 +433,9 @@ def anomalies(
             "anomaly_params in `medad methods --details`).",
         ),
     ] = [],  # noqa: B006
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier gallery of this --kind.")
+    ] = False,
 ) -> None:
     """Show what a synthetic-anomaly generator does: a grid of originals, anomalies and labels."""
     from medad.anomalies import GENERATORS
@@ -435,6 +443,7 @@ def anomalies(
     from medad.data.base import get_dataset
     from medad.data.loading import Preprocess, load_split
     from medad.methods.parts.synthetic_batch import check_generator_params
+    from medad.outputs import check_output_dir
     from medad.runs import default_data_root
 
     try:
@@ -442,6 +451,7 @@ def anomalies(
             raise MedadError(f"unknown generator {kind!r}; known: {', '.join(GENERATORS)}")
         if n < 1:
             raise MedadError("--n must be at least 1")
+        check_output_dir(out, "anomalies", overwrite=overwrite, adding=f"{kind}.png")
         ds = get_dataset(
             dataset,
             data_root or default_data_root(),
@@ -450,7 +460,9 @@ def anomalies(
         train = load_split(ds, "train", Preprocess(size=size, channels=ds.channels))
         params = parse_assignments(param, "--param")
         check_generator_params(kind, params, "--param")
-        path = write_gallery(kind, train.images[: 4 * n], out, n=n, seed=seed, params=params)
+        path = write_gallery(
+            kind, train.images[: 4 * n], out, n=n, seed=seed, params=params, overwrite=overwrite
+        )
     except MedadError as exc:
         raise _fail(str(exc)) from None
     console.print(f"gallery: {path}", highlight=False)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import math
-import shutil
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -21,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from medad.atomic import replace_dir
 from medad.errors import MedadError
 from medad.evaluation import HEADLINE_METRICS
+from medad.outputs import check_output_dir, output_dir
 from medad.predictions import Predictions
 from medad.report import plots
 from medad.results.store import STORE_NAME, ResultsStore, RunRow
@@ -167,11 +165,18 @@ def _studies(rows: list[RunRow], metric: str) -> list[str]:
     return out
 
 
-def build_report(results: Path, out: Path, *, data_root: Path | None = None) -> Path:
-    """Write ``OUT/index.html`` for the results folder `results`; returns its path."""
+def build_report(
+    results: Path, out: Path, *, data_root: Path | None = None, overwrite: bool = False
+) -> Path:
+    """Write ``OUT/index.html`` for the results folder `results`; returns its path.
+
+    `out` follows `medad.outputs`: a new or empty folder, or (with `overwrite`) an earlier report;
+    never the results folder, a folder inside it, or one holding it.
+    """
     results, out = Path(results), Path(out)
     if not (results / STORE_NAME).is_file():
         raise MedadError(f"{results / STORE_NAME}: no results store here (run `medad bench` first)")
+    check_output_dir(out, "report", overwrite=overwrite, inputs={"--results": results})
     store = ResultsStore(results)
     rows = store.rows()
     done = [r for r in rows if r.status == "done"]
@@ -229,12 +234,6 @@ def build_report(results: Path, out: Path, *, data_root: Path | None = None) -> 
         "document.querySelectorAll('img.plot').forEach(function(i){if(i.naturalWidth>0)n++;});"
         "document.body.setAttribute('data-plots-loaded',n);});</script></body></html>"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        (tmp / "index.html").write_text(page, encoding="utf-8")
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with output_dir(out, "report", overwrite=overwrite, inputs={"--results": results}) as stage:
+        (stage / "index.html").write_text(page, encoding="utf-8")
     return out / "index.html"
