@@ -11,15 +11,31 @@ from pathlib import Path
 
 def replace_dir(src: Path, dst: Path) -> None:
     """Move the finished folder `src` to `dst`; an earlier `dst` is replaced only once `src` is
-    complete (two renames on one file system), so readers see the old or the new, never half."""
+    complete (two renames on one file system), so readers see the old or the new, never half.
+
+    Only what `src` brings is replaced: any other file of the earlier `dst` (one a user added to a
+    run folder, say) is moved into the new folder, so this never deletes a file medad did not
+    write.
+    """
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists():
         old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(dst, old)
         os.replace(src, dst)
+        _carry_over(old, dst)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, dst)
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    """Move every entry of `old` that `new` lacks into `new` (recursing into shared folders)."""
+    for entry in old.iterdir():
+        target = new / entry.name
+        if not target.exists() and not target.is_symlink():
+            os.replace(entry, target)
+        elif entry.is_dir() and not entry.is_symlink() and target.is_dir():
+            _carry_over(entry, target)
 
 
 def write_text(path: Path, text: str) -> None:
