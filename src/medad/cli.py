@@ -14,6 +14,7 @@ from rich.table import Table
 
 from medad.cli_data import register as register_data_commands
 from medad.errors import MedadError
+from medad.outputs import check_output_root
 from medad.results.tables import METRIC_NAMES
 
 app = typer.Typer(
@@ -119,6 +120,7 @@ def run(
         spec = RunSpec(
             method, dataset, seed, overrides, parse_assignments(data_option, "--data-option")
         )
+        check_output_root(out)
         result = execute(
             spec,
             out,
@@ -232,13 +234,13 @@ def results(
     json_: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """Show the runs recorded in the results store."""
-    from medad.results.store import STORE_NAME, ResultsStore
+    from medad.results.store import STORE_NAME, ReadOnlyStore
 
     if not (results_ / STORE_NAME).is_file():
         raise _fail(f"{results_ / STORE_NAME}: no results store here (run `medad run` first)")
     try:
         where = {k: v for k, v in {"method": method, "dataset": dataset}.items() if v}
-        rows = ResultsStore(results_).rows(**where)
+        rows = ReadOnlyStore(results_).rows(**where)
     except MedadError as exc:
         raise _fail(str(exc)) from None
     if json_:
@@ -308,6 +310,7 @@ def bench(
             }[kind]
             err_console.print(f"  {cell.run_id} [dim]{cell.label}[/] {text}", highlight=False)
 
+        check_output_root(root)
         summary = run_grid(
             cells,
             root,
@@ -345,7 +348,7 @@ def table(
     dataset: Annotated[list[str], typer.Option(help="Only these datasets (repeatable).")] = [],  # noqa: B006
 ) -> None:
     """Mean ± std over seeds, methods × datasets, best per column marked."""
-    from medad.results.store import STORE_NAME, ResultsStore
+    from medad.results.store import STORE_NAME, ReadOnlyStore
     from medad.results.tables import FORMATS, render_text, summarize, to_rich
 
     if fmt not in FORMATS:
@@ -353,7 +356,7 @@ def table(
     if not (results_ / STORE_NAME).is_file():
         raise _fail(f"{results_ / STORE_NAME}: no results store here (run `medad bench` first)")
     try:
-        rows = [r for r in ResultsStore(results_).rows() if not dataset or r.dataset in dataset]
+        rows = [r for r in ReadOnlyStore(results_).rows() if not dataset or r.dataset in dataset]
         summary = summarize(rows, metric or ["image_auroc", "image_ap"])
     except MedadError as exc:
         raise _fail(str(exc)) from None

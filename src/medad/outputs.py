@@ -224,6 +224,28 @@ def check_output_dir(
     return target
 
 
+def check_output_root(out: Path) -> Path:
+    """Say clearly when the output root of ``medad run`` / ``bench`` (``results.sqlite``,
+    ``runs/``, ``.cache/``) cannot be written, before anything runs; creates nothing."""
+    root = Path(out).expanduser()
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MedadError(f"--out {root}: {existing} exists and is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        reason = "read-only file system" if _read_only_mount(existing) else "permission denied"
+        raise MedadError(f"cannot write to {existing}: {reason}")
+    return root
+
+
+def _read_only_mount(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def _manifest(command: str, files: list[str]) -> str:
     data = {
         "command": command,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -24,7 +25,7 @@ from medad.evaluation import HEADLINE_METRICS
 from medad.outputs import check_output_dir, output_dir
 from medad.predictions import Predictions
 from medad.report import plots
-from medad.results.store import STORE_NAME, ResultsStore, RunRow
+from medad.results.store import STORE_NAME, ReadOnlyStore, ResultsStore, RunRow
 from medad.results.tables import METRIC_NAMES, Summary, row_label, summarize
 
 CSS = " ".join(
@@ -101,7 +102,9 @@ def _gallery(store: ResultsStore, row: RunRow, pred: Predictions, data_root: Pat
     try:
         planned = runs.plan(spec, data_root)
         pre = method_class(row.method).preprocess(planned.config, planned.dataset.channels)
-        test = load_split(planned.dataset, "test", pre, store.root / ".cache")
+        cache = store.root / ".cache"  # filled when the results folder can be written
+        writable = os.access(cache if cache.is_dir() else store.root, os.W_OK)
+        test = load_split(planned.dataset, "test", pre, cache if writable else None)
     except MedadError as exc:
         return f'<p class="note">gallery unavailable: {html.escape(str(exc))}</p>'
     if test.ids != pred.ids:
@@ -177,7 +180,7 @@ def build_report(
     if not (results / STORE_NAME).is_file():
         raise MedadError(f"{results / STORE_NAME}: no results store here (run `medad bench` first)")
     check_output_dir(out, "report", overwrite=overwrite, inputs={"--results": results})
-    store = ResultsStore(results)
+    store = ReadOnlyStore(results)
     rows = store.rows()
     done = [r for r in rows if r.status == "done"]
     if not done:
