@@ -261,3 +261,27 @@ def test_out_under_a_read_only_folder_is_a_clear_error(tmp_path, monkeypatch):
     assert res.exit_code == 2, res.output
     assert f"cannot write to {locked}" in res.output and "permission denied" in res.output
     assert "Traceback" not in res.output
+
+
+# --- issue 11, item 16: what a run that fails while decoding leaves -------------------------
+
+
+def test_a_decoding_error_leaves_a_failed_row_and_no_staging_folder(tmp_path):
+    from tests.test_cli import make_folder_dataset
+
+    root = make_folder_dataset(tmp_path / "d", masks=False)
+    bad = root / "test/abnormal/img3.png"
+    bad.write_bytes(bad.read_bytes()[:60])
+    out = tmp_path / "o"
+    res = invoke("run", "-m", "ae", "-d", "folder", "--data-root", root, "--out", out)
+    assert res.exit_code == 2 and "img3.png" in res.output, res.output
+    assert not (out / "runs").exists()  # neither a run folder nor an empty runs/.tmp
+    (row,) = ResultsStore(out).rows()
+    assert row.status == "failed" and "img3.png" in (row.error or "")
+    # the train split decoded before the error stays cached for the next try
+    assert sorted(os.listdir(out)) == [".cache", STORE_NAME]
+
+
+def test_a_finished_run_leaves_no_staging_folder(trained_run):
+    runs = trained_run.parents[2]
+    assert runs.name == "runs" and sorted(os.listdir(runs)) == ["synth-brain"]

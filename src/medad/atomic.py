@@ -38,6 +38,24 @@ def _carry_over(old: Path, new: Path) -> None:
             _carry_over(entry, target)
 
 
+def remove_staging(folder: Path, root: Path) -> None:
+    """Remove the staging folder `folder` (medad's own), then its parents below `root` that are
+    left empty (``OUT/runs/.tmp``, and ``OUT/runs`` after a first run failed)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    prune_empty_parents(folder.parent, root)
+
+
+def prune_empty_parents(folder: Path, root: Path) -> None:
+    """Remove `folder` and its parents up to (not including) `root` while they are empty."""
+    folder, root = Path(folder), Path(root)
+    while root in folder.parents:
+        try:
+            folder.rmdir()  # fails, and stops, on a folder that is not empty
+        except OSError:
+            return
+        folder = folder.parent
+
+
 def write_text(path: Path, text: str) -> None:
     """Write `text` to `path` through a temporary file in the same folder, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
