@@ -76,12 +76,18 @@ def test_report_into_the_results_store_keeps_it(tmp_path):
     assert "results store" in res.output and "Traceback" not in res.output
     assert (results / STORE_NAME).is_file() and len(ResultsStore(results).rows()) == 1
     assert not (results / "index.html").exists()
-    # nor inside it, nor a folder holding it
-    res = invoke("report", "--results", results, "--out", results / "report")
-    assert res.exit_code == 2 and "results store" in res.output, res.output
+    # nor inside its own parts, nor a folder holding it
+    for inside in (results / "runs" / "x", results / ".cache"):
+        res = invoke("report", "--results", results, "--out", inside)
+        assert res.exit_code == 2 and "results store" in res.output, res.output
     res = invoke("report", "--results", results, "--out", tmp_path)
     assert res.exit_code == 2, res.output
     assert (results / STORE_NAME).is_file() and sorted(os.listdir(tmp_path)) == ["results"]
+    # a new folder beside the store is fine (make demo writes OUT/report)
+    res = invoke("report", "--results", results, "--out", results / "report")
+    assert res.exit_code == 0, res.output
+    assert sorted(os.listdir(results)) == ["report", STORE_NAME]
+    assert len(ResultsStore(results).rows()) == 1
 
 
 def test_predict_into_the_run_folder_keeps_the_checkpoint(trained_run, images):
@@ -92,6 +98,8 @@ def test_predict_into_the_run_folder_keeps_the_checkpoint(trained_run, images):
     assert (trained_run / "checkpoint.pt").is_file() and sorted(os.listdir(trained_run)) == before
     res = predict(trained_run, images, trained_run / "pred", "--overwrite")
     assert res.exit_code == 2 and "run folder" in res.output, res.output
+    res = predict(trained_run, images, trained_run.parents[2] / "pred")  # OUT/runs/pred
+    assert res.exit_code == 2 and "results store" in res.output, res.output
     assert sorted(os.listdir(trained_run)) == before
 
 

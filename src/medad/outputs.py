@@ -6,9 +6,10 @@ through `output_dir` (or `output_file`, for a folder that collects one file per 
 - the folder gets a manifest, `MANIFEST_NAME`: the command, medad's version, the time, and every
   file written;
 - a non-empty ``--out`` that is not an earlier output of the same command is refused;
-- an ``--out`` that is, lies inside or contains a results store (``results.sqlite``), a run folder
-  (``config.yaml`` with ``checkpoint.pt`` or ``predictions.npz``), one of the command's inputs, or
-  the current folder is refused;
+- an ``--out`` that is or contains a results store (``results.sqlite``) or a run folder
+  (``config.yaml`` with ``checkpoint.pt`` or ``predictions.npz``), lies inside a run folder or the
+  store's ``runs/`` or ``.cache/``, is or is around one of the command's inputs, or holds the
+  current folder, is refused (a new folder beside a store, such as ``OUT/report``, is fine);
 - ``--overwrite`` replaces an earlier output of the same command, and only when every file in it is
   listed in its manifest; an unknown file is named and nothing is touched;
 - the new output is built in a staging folder beside ``--out`` and renamed into place; on any error
@@ -39,6 +40,8 @@ MANIFEST_NAME = ".medad-output.json"
 #: the file of a results store (`medad.results.store.STORE_NAME`; named here so that the data layer
 #: can use this module without importing the results layer)
 RESULTS_STORE_FILE = "results.sqlite"
+#: what a results store's folder holds besides other outputs (the store, run folders, the cache)
+STORE_PARTS = frozenset({RESULTS_STORE_FILE, "runs", ".cache"})
 #: how many entries of a folder are searched for a results store or run folder inside it
 _SEARCH_LIMIT = 10_000
 #: part of the name of a staging folder or file (hidden, beside or inside the output)
@@ -154,12 +157,21 @@ def check_output_dir(
         )
     for folder in [target, *target.parents]:
         kind = _protected_kind(folder) if folder.is_dir() else None
-        if kind is not None:
-            inside = "is" if folder == target else f"lies inside {folder}, which is"
-            raise MedadError(
-                f"--out {where} {inside} {kind}; medad never writes a command's output there, "
-                "choose another --out"
-            )
+        if kind is None:
+            continue
+        if folder == target:
+            inside = "is"
+        elif kind == "a run folder":
+            inside = f"lies inside {folder}, which is"
+        else:  # a new folder beside the store's own parts (e.g. OUT/report) is fine
+            part = folder / target.relative_to(folder).parts[0]
+            if part.name not in STORE_PARTS:
+                continue
+            inside, kind = f"lies inside {part}, which belongs to", f"the results store {folder}"
+        raise MedadError(
+            f"--out {where} {inside} {kind}; medad never writes a command's output there, "
+            "choose another --out"
+        )
     for option, value in (inputs or {}).items():
         if value is None:
             continue

@@ -174,12 +174,13 @@ def build_report(
     """Write ``OUT/index.html`` for the results folder `results`; returns its path.
 
     `out` follows `medad.outputs`: a new or empty folder, or (with `overwrite`) an earlier report;
-    never the results folder, a folder inside it, or one holding it.
+    never the results folder, its ``runs/`` or ``.cache/``, or a folder holding it (a new folder
+    beside the store, such as ``OUT/report``, is fine).
     """
     results, out = Path(results), Path(out)
     if not (results / STORE_NAME).is_file():
         raise MedadError(f"{results / STORE_NAME}: no results store here (run `medad bench` first)")
-    check_output_dir(out, "report", overwrite=overwrite, inputs={"--results": results})
+    check_output_dir(out, "report", overwrite=overwrite)  # the store rules cover --results
     store = ReadOnlyStore(results)
     rows = store.rows()
     done = [r for r in rows if r.status == "done"]
@@ -237,6 +238,6 @@ def build_report(
         "document.querySelectorAll('img.plot').forEach(function(i){if(i.naturalWidth>0)n++;});"
         "document.body.setAttribute('data-plots-loaded',n);});</script></body></html>"
     )
-    with output_dir(out, "report", overwrite=overwrite, inputs={"--results": results}) as stage:
+    with output_dir(out, "report", overwrite=overwrite) as stage:
         (stage / "index.html").write_text(page, encoding="utf-8")
     return out / "index.html"

@@ -141,9 +141,10 @@ class ReadOnlyStore(ResultsStore):
     migrates and changes nothing, so a store on a read-only mount or in a folder without write
     permission can still be read.
 
-    SQLite reads a WAL store read-only only where it can create the ``-shm`` index beside it;
-    where it cannot (a read-only folder), the file is read as immutable, which is right for a store
-    whose writers have finished (a copy, an archive) and may miss a live writer's latest rows.
+    Where the file can be written it is opened as usual (so SQLite tidies its ``-wal``/``-shm``
+    files on close), yet only read. Otherwise it is opened read-only, and where SQLite cannot even
+    create the ``-shm`` index a WAL store needs (a read-only folder), as immutable: right for a
+    store whose writers have finished (a copy, an archive); it may miss a live writer's last rows.
     """
 
     def __init__(self, root: Path) -> None:
@@ -156,7 +157,7 @@ class ReadOnlyStore(ResultsStore):
         except OSError as exc:
             raise MedadError(f"cannot read {self.path}: {(exc.strerror or '').lower()}") from None
         error: sqlite3.DatabaseError | None = None
-        for mode in ("mode=ro", "immutable=1"):
+        for mode in ("mode=rw", "mode=ro", "immutable=1"):
             self._uri = f"{self.path.resolve().as_uri()}?{mode}"
             try:
                 with self._connect() as con:
