@@ -293,3 +293,23 @@ def test_a_decoding_error_leaves_a_failed_row_and_no_staging_folder(tmp_path):
 def test_a_finished_run_leaves_no_staging_folder(trained_run):
     runs = trained_run.parents[2]
     assert runs.name == "runs" and sorted(os.listdir(runs)) == ["synth-brain"]
+
+
+def test_overwrite_keeps_a_file_that_appears_meanwhile_and_ignores_paths_outside(tmp_path):
+    from medad.outputs import MANIFEST_NAME, output_dir
+
+    out = tmp_path / "o"
+    with output_dir(out, "report") as stage:
+        (stage / "index.html").write_text("first")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    manifest["files"] += ["../victim.txt", str(victim)]
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with output_dir(out, "report", overwrite=True) as stage:
+        (stage / "index.html").write_text("second")
+        (out / "late.txt").write_text("written while the report was built")
+    assert (out / "index.html").read_text() == "second"
+    assert (out / "late.txt").read_text() == "written while the report was built"
+    assert victim.read_text() == "keep me"
+    assert sorted(os.listdir(tmp_path)) == ["o", "victim.txt"]

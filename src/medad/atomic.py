@@ -22,20 +22,20 @@ def replace_dir(src: Path, dst: Path) -> None:
         old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(dst, old)
         os.replace(src, dst)
-        _carry_over(old, dst)
+        carry_over(old, dst)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, dst)
 
 
-def _carry_over(old: Path, new: Path) -> None:
+def carry_over(old: Path, new: Path) -> None:
     """Move every entry of `old` that `new` lacks into `new` (recursing into shared folders)."""
     for entry in old.iterdir():
         target = new / entry.name
         if not target.exists() and not target.is_symlink():
             os.replace(entry, target)
         elif entry.is_dir() and not entry.is_symlink() and target.is_dir():
-            _carry_over(entry, target)
+            carry_over(entry, target)
 
 
 def remove_staging(folder: Path, root: Path) -> None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import medad
+from medad.atomic import carry_over
 from medad.errors import MedadError
 
 #: the manifest every output folder gets
@@ -269,16 +270,25 @@ def _manifest(command: str, files: list[str]) -> str:
 
 
 def _remove_listed(folder: Path, files: frozenset[str]) -> None:
-    """Remove the listed files of an earlier output, then its folders if they are empty."""
-    for name in files | {MANIFEST_NAME}:
-        path = folder / name.rstrip("/")
-        if path.is_symlink() or path.is_file():
-            path.unlink()
+    """Remove the files of `folder` its manifest lists (never a path outside it), then the
+    folders left empty."""
+    for entry in list(_entries(folder)):
+        if entry in files or entry == MANIFEST_NAME:
+            path = folder / entry.rstrip("/")
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()
+            else:
+                path.unlink()
+    _remove_empty_folders(folder)
+
+
+def _remove_empty_folders(folder: Path) -> None:
+    """Remove `folder` and the folders below it that are empty, deepest first."""
     for current, _, _ in sorted(os.walk(folder), key=lambda t: -len(t[0])):
         try:
             os.rmdir(current)
         except OSError:
-            pass  # not empty: something appeared since the check; it stays
+            pass  # not empty: a file that appeared since the check
 
 
 @contextmanager
@@ -326,7 +336,7 @@ def output_dir(
 
 def _swap_in(staging: Path, target: Path, previous: _Previous | None) -> None:
     """Rename `staging` to `target`. An earlier output is moved aside first, then only its listed
-    files are removed (anything that appeared since the check stays there, beside `target`)."""
+    files are removed; anything that appeared since the check is moved into the new output."""
     if previous is None or not target.exists():
         os.replace(staging, target)  # onto a missing or empty folder: one rename
         return
@@ -338,6 +348,9 @@ def _swap_in(staging: Path, target: Path, previous: _Previous | None) -> None:
         os.replace(aside, target)
         raise
     _remove_listed(aside, previous.files)
+    if aside.exists():  # a file appeared after the check: it goes into the new output
+        carry_over(aside, target)
+        _remove_empty_folders(aside)
 
 
 @contextmanager
