@@ -313,3 +313,23 @@ def test_overwrite_keeps_a_file_that_appears_meanwhile_and_ignores_paths_outside
     assert (out / "late.txt").read_text() == "written while the report was built"
     assert victim.read_text() == "keep me"
     assert sorted(os.listdir(tmp_path)) == ["o", "victim.txt"]
+
+
+def test_a_staging_folder_left_by_a_killed_process_is_removed(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from medad.outputs import output_dir
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    stale = tmp_path / f".o.medad-staging-{host}-{dead.pid}-0000abcd"
+    live = tmp_path / f".o.medad-staging-{host}-{os.getpid()}-0000abcd"  # a live process's
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "index.html").write_text("half")
+    with output_dir(tmp_path / "o", "report") as stage:
+        (stage / "index.html").write_text("whole")
+    assert not stale.exists() and (live / "index.html").is_file()
