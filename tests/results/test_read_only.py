@@ -73,11 +73,14 @@ def test_results_table_and_report_read_a_read_only_store(shared):
 
 def test_out_under_a_read_only_folder_is_one_clear_line(shared):
     results = store_with_a_run(shared / "results")
+    experiment = shared / "exp.yaml"
+    experiment.write_text("name: e\nmethods: [ae]\ndatasets: [synth-brain]\nseeds: [0]\n")
     locked = shared / "locked"
     locked.mkdir()
     read_only(locked)
     for args in (
         ["report", "--results", results, "--out", locked / "report"],
+        ["bench", experiment, "--quick", "--out", locked / "grid"],
         ["run", "-m", "ae", "-d", "synth-brain", "--epochs", "1", "--out", locked / "runs"],
         ["anomalies", "--kind", "nsa", "--size", "32", "--n", "1", "--out", locked / "g"],
     ):
