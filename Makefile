@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/medad bench configs/demo.yaml --out $(OUT)
 	$(BIN)/medad table --results $(OUT) --metric image_auroc --metric image_ap --metric pixel_ap --metric best_dice --metric aupro
-	$(BIN)/medad report --results $(OUT) --out $(OUT)/report
+	$(BIN)/medad report --results $(OUT) --out $(OUT)/report --overwrite
 
 test: $(VENV)/.installed browser
 	$(BIN)/python -m pytest -q

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from medad.cli_data import register as register_data_commands
 from medad.errors import MedadError
+from medad.outputs import check_output_root
 from medad.results.tables import METRIC_NAMES
 
 app = typer.Typer(
@@ -25,6 +26,9 @@ app = typer.Typer(
 # piped output (files, scripts) gets wide tables rather than Rich's 80-column default
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
+
+
+OVERWRITE_HELP = "Replace an earlier output of this command in --out (only files it wrote)."
 
 
 def _fail(msg: str) -> typer.Exit:
@@ -116,6 +120,7 @@ def run(
         spec = RunSpec(
             method, dataset, seed, overrides, parse_assignments(data_option, "--data-option")
         )
+        check_output_root(out)
         result = execute(
             spec,
             out,
@@ -229,13 +234,13 @@ def results(
     json_: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """Show the runs recorded in the results store."""
-    from medad.results.store import STORE_NAME, ResultsStore
+    from medad.results.store import STORE_NAME, ReadOnlyStore
 
     if not (results_ / STORE_NAME).is_file():
         raise _fail(f"{results_ / STORE_NAME}: no results store here (run `medad run` first)")
     try:
         where = {k: v for k, v in {"method": method, "dataset": dataset}.items() if v}
-        rows = ResultsStore(results_).rows(**where)
+        rows = ReadOnlyStore(results_).rows(**where)
     except MedadError as exc:
         raise _fail(str(exc)) from None
     if json_:
@@ -305,6 +310,7 @@ def bench(
             }[kind]
             err_console.print(f"  {cell.run_id} [dim]{cell.label}[/] {text}", highlight=False)
 
+        check_output_root(root)
         summary = run_grid(
             cells,
             root,
@@ -342,7 +348,7 @@ def table(
     dataset: Annotated[list[str], typer.Option(help="Only these datasets (repeatable).")] = [],  # noqa: B006
 ) -> None:
     """Mean ± std over seeds, methods × datasets, best per column marked."""
-    from medad.results.store import STORE_NAME, ResultsStore
+    from medad.results.store import STORE_NAME, ReadOnlyStore
     from medad.results.tables import FORMATS, render_text, summarize, to_rich
 
     if fmt not in FORMATS:
@@ -350,7 +356,7 @@ def table(
     if not (results_ / STORE_NAME).is_file():
         raise _fail(f"{results_ / STORE_NAME}: no results store here (run `medad bench` first)")
     try:
-        rows = [r for r in ResultsStore(results_).rows() if not dataset or r.dataset in dataset]
+        rows = [r for r in ReadOnlyStore(results_).rows() if not dataset or r.dataset in dataset]
         summary = summarize(rows, metric or ["image_auroc", "image_ap"])
     except MedadError as exc:
         raise _fail(str(exc)) from None
@@ -371,12 +377,13 @@ def report(
     data_root: Annotated[
         Path | None, typer.Option(help="Where datasets on disk live, for the image gallery.")
     ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Write a static HTML report: tables, ROC/PR curves, histograms, gallery, study plots."""
     from medad.report import build_report
 
     try:
-        page = build_report(results_, out, data_root=data_root)
+        page = build_report(results_, out, data_root=data_root, overwrite=overwrite)
     except MedadError as exc:
         raise _fail(str(exc)) from None
     console.print(f"report: {page}", highlight=False)
@@ -390,12 +397,13 @@ def predict(
     ],
     out: Annotated[Path, typer.Option(help="Folder for scores.csv and map overlays.")],
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Score new images with a trained run: a CSV of scores and anomaly-map overlays."""
     from medad.inference import predict_folder
 
     try:
-        path = predict_folder(run_dir, input_, out, device)
+        path = predict_folder(run_dir, input_, out, device, overwrite=overwrite)
     except MedadError as exc:
         raise _fail(str(exc)) from None
     console.print(f"scores: {path}", highlight=False)
@@ -428,6 +436,9 @@ def anomalies(
             "anomaly_params in `medad methods --details`).",
         ),
     ] = [],  # noqa: B006
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier gallery of this --kind.")
+    ] = False,
 ) -> None:
     """Show what a synthetic-anomaly generator does: a grid of originals, anomalies and labels."""
     from medad.anomalies import GENERATORS
@@ -435,6 +446,7 @@ def anomalies(
     from medad.data.base import get_dataset
     from medad.data.loading import Preprocess, load_split
     from medad.methods.parts.synthetic_batch import check_generator_params
+    from medad.outputs import check_output_dir
     from medad.runs import default_data_root
 
     try:
@@ -442,6 +454,7 @@ def anomalies(
             raise MedadError(f"unknown generator {kind!r}; known: {', '.join(GENERATORS)}")
         if n < 1:
             raise MedadError("--n must be at least 1")
+        check_output_dir(out, "anomalies", overwrite=overwrite, adding=f"{kind}.png")
         ds = get_dataset(
             dataset,
             data_root or default_data_root(),
@@ -450,7 +463,9 @@ def anomalies(
         train = load_split(ds, "train", Preprocess(size=size, channels=ds.channels))
         params = parse_assignments(param, "--param")
         check_generator_params(kind, params, "--param")
-        path = write_gallery(kind, train.images[: 4 * n], out, n=n, seed=seed, params=params)
+        path = write_gallery(
+            kind, train.images[: 4 * n], out, n=n, seed=seed, params=params, overwrite=overwrite
+        )
     except MedadError as exc:
         raise _fail(str(exc)) from None
     console.print(f"gallery: {path}", highlight=False)

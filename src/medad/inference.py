@@ -3,15 +3,13 @@
 Reads every image in a folder (PNG, JPEG, TIFF, DICOM; NIfTI volumes give one image per axial
 slice), preprocesses it exactly as the run's training data, and writes ``scores.csv`` (file, score,
 and the score's percentile among the run's *normal* test scores, a calibration-free way to read it)
-plus, for methods with maps, an overlay PNG per image. Output is assembled in a temporary folder
-and renamed into place when complete.
+plus, for methods with maps, an overlay PNG per image. Output is assembled in a staging folder
+and renamed into place when complete (`medad.outputs`: never over files medad did not write).
 """
 
 from __future__ import annotations
 
 import csv
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +19,13 @@ import yaml
 from PIL import Image
 
 from medad import engine
-from medad.atomic import replace_dir
 from medad.data.base import Record
 from medad.data.layouts import _stem
 from medad.data.loading import decode_records
 from medad.data.readers import is_image_file, nifti_axial_slices
 from medad.errors import MedadError
 from medad.methods.base import Method, build_config, method_class
+from medad.outputs import check_output_dir, output_dir
 from medad.predictions import Predictions
 
 
@@ -96,18 +94,28 @@ def _overlay(image: np.ndarray, amap: np.ndarray, vmax: float) -> Image.Image:
     return Image.fromarray(np.uint8(255 * ((1 - alpha) * rgb + alpha * heat)))
 
 
-def predict_folder(run_dir: Path, input_dir: Path, out: Path, device: str | None = None) -> Path:
-    """Score the images of `input_dir` with the run in `run_dir`; write results into `out`."""
+def predict_folder(
+    run_dir: Path,
+    input_dir: Path,
+    out: Path,
+    device: str | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Score the images of `input_dir` with the run in `run_dir`; write results into `out`.
+
+    `out` follows `medad.outputs`: a new or empty folder, or (with `overwrite`) an earlier
+    ``medad predict`` output; never the run folder, the input folder, or a folder around them.
+    """
+    inputs = {"RUN_DIR": Path(run_dir), "--input": Path(input_dir)}
     loaded = load_run(run_dir, device)
+    check_output_dir(out, "predict", overwrite=overwrite, inputs=inputs)  # before the slow part
     records = input_records(input_dir)
     split = decode_records(records, loaded.pre, with_masks=False)  # type: ignore[arg-type]
     pred = engine.predict(loaded.method, split, loaded.pre, device=device)  # type: ignore[arg-type]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with output_dir(out, "predict", overwrite=overwrite, inputs=inputs) as stage:
         ref = loaded.reference_normal_scores
-        with open(tmp / "scores.csv", "w", newline="") as fh:
+        with open(stage / "scores.csv", "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["file", "score", "normal_percentile", "map"])
             vmax = float(np.percentile(pred.maps, 99.5)) if pred.maps is not None else 0.0
@@ -119,11 +127,7 @@ def predict_folder(run_dir: Path, input_dir: Path, out: Path, device: str | None
                 map_name = ""
                 if pred.maps is not None:
                     map_name = f"maps/{_stem(Path(rid.replace('#', '_slice')))}_{i:05d}.png"
-                    (tmp / "maps").mkdir(exist_ok=True)
-                    _overlay(split.images[i], pred.maps[i], vmax).save(tmp / map_name)
+                    (stage / "maps").mkdir(exist_ok=True)
+                    _overlay(split.images[i], pred.maps[i], vmax).save(stage / map_name)
                 writer.writerow([rid, f"{pred.image_scores[i]:.6g}", pct, map_name])
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out / "scores.csv"
+    return Path(out) / "scores.csv"

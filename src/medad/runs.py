@@ -32,7 +32,7 @@ import yaml
 
 import medad
 from medad import engine
-from medad.atomic import replace_dir, write_text
+from medad.atomic import prune_empty_parents, remove_staging, replace_dir, write_text
 from medad.data.base import get_dataset
 from medad.data.loading import load_split
 from medad.errors import MedadError
@@ -199,7 +199,10 @@ def new_tmp_dir(out: Path) -> Path:
     """A fresh folder under ``OUT/runs/.tmp`` (same file system as the final run folders), named
     after this process so that `remove_stale_tmp` can tell abandoned folders from live ones."""
     tmp = Path(out) / "runs" / ".tmp" / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except FileNotFoundError:  # another process pruned an empty parent meanwhile: once more
+        tmp.mkdir(parents=True)
     return tmp
 
 
@@ -238,6 +241,7 @@ def commit(
     out = Path(out)
     final = out / planned.rel_dir
     replace_dir(folder, final)
+    prune_empty_parents(folder.parent, out)  # OUT/runs/.tmp when no other run is staged there
     row = planned.row("done", tag)
     row.run_dir, row.metrics, row.seconds = planned.rel_dir, metrics, seconds
     row.started, row.finished = time.time() - seconds, time.time()
@@ -282,7 +286,7 @@ def execute(
         )
         return commit(out, planned, tmp, metrics, seconds, tag)
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_staging(tmp, out)
         record_failure(out, planned, exc, tag)
         raise
 

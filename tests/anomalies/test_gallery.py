@@ -26,7 +26,8 @@ def test_gallery_png(tmp_path, kind: str, channels: int) -> None:
     with Image.open(path) as im:
         assert im.size == (4 * 32 + 5 * GAP, 3 * 32 + 4 * GAP)
         grid = np.asarray(im.convert("RGB"))
-    assert sorted(p.name for p in path.parent.iterdir()) == [f"{kind}.png"]  # no temp file left
+    # no temp file left; the manifest lists the gallery as medad's own
+    assert sorted(p.name for p in path.parent.iterdir()) == [".medad-output.json", f"{kind}.png"]
     # the first row holds originals: the first tile is one of the input images
     first = grid[GAP : GAP + 32, GAP : GAP + 32]
     originals = images.transpose(0, 2, 3, 1)
@@ -40,7 +41,11 @@ def test_gallery_with_fewer_images_than_columns_and_floats(tmp_path) -> None:
     path = write_gallery("pii", images, tmp_path, n=8)
     with Image.open(path) as im:
         assert im.size == (3 * 32 + 4 * GAP, 3 * 32 + 4 * GAP)
-    assert write_gallery("pii", images, tmp_path, n=8).read_bytes() == path.read_bytes()
+    with pytest.raises(MedadError, match="--overwrite"):
+        write_gallery("pii", images, tmp_path, n=8)
+    assert write_gallery("pii", images, tmp_path, n=8, overwrite=True).read_bytes() == (
+        path.read_bytes()
+    )
 
 
 def test_gallery_errors(tmp_path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,8 @@ def png(path: Path) -> np.ndarray:
 
 
 def no_leftovers(parent: Path) -> bool:
-    return not parent.exists() or not any(".partial-" in p.name for p in parent.iterdir())
+    staging = (".partial-", ".medad-staging-", ".medad-old-")
+    return not parent.exists() or not any(s in p.name for p in parent.iterdir() for s in staging)
 
 
 @pytest.mark.parametrize("name", list(BENCHMARKS))
@@ -292,9 +294,15 @@ def test_out_must_be_empty_unless_overwrite(tmp_path):
         prepare("camelyon16", raw, out, overwrite=True)
     (out / "old").rmdir()
     prepare("camelyon16", raw, out)
-    (out / "extra.txt").write_text("x")
+    first = json.loads((out / "prepare.json").read_text())
+    (out / "extra.txt").write_text("x")  # a file medad did not write: --overwrite keeps it
+    with pytest.raises(MedadError, match="extra.txt"):
+        prepare("camelyon16", raw, out, overwrite=True, seed=1)
+    assert (out / "extra.txt").read_text() == "x" and no_leftovers(tmp_path)
+    (out / "extra.txt").unlink()
     prepare("camelyon16", raw, out, overwrite=True, seed=1)
-    assert not (out / "extra.txt").exists() and (out / "prepare.json").is_file()
+    assert json.loads((out / "prepare.json").read_text())["seed"] == 1 != first["seed"]
+    assert no_leftovers(tmp_path) and ".medad-output.json" in os.listdir(out)
     with pytest.raises(MedadError, match="outside --source"):
         prepare("camelyon16", raw, raw / "prepared")
     with pytest.raises(MedadError, match="outside --source"):

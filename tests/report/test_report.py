@@ -53,8 +53,10 @@ def test_report_page_has_tables_plots_and_gallery(results, tmp_path):
     assert text.count('<table class="results"') >= 2  # image AUROC, image AP, pixel metrics…
     assert "Gallery" in text and "Component studies" in text
     assert len(re.findall(r'<img class="plot"', text)) >= 4  # ROC/PR, histograms, gallery, study
-    # a second report replaces the first atomically
-    assert build_report(results, tmp_path / "report") == page
+    # a second report replaces the first (its own output) atomically, only when asked to
+    with pytest.raises(MedadError, match="--overwrite"):
+        build_report(results, tmp_path / "report")
+    assert build_report(results, tmp_path / "report", overwrite=True) == page
     assert [p.name for p in (tmp_path).iterdir()] == ["report"]
 
 

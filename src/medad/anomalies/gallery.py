@@ -8,8 +8,6 @@ row 3 the labels (black 0 to white 1). Tiles keep the images' size and are separ
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from PIL import Image
 
 from medad.anomalies import make_anomaly
 from medad.errors import MedadError
+from medad.outputs import output_file
 
 #: margin between tiles, in pixels
 GAP = 2
@@ -57,6 +56,7 @@ def write_gallery(
     n: int = 8,
     seed: int = 0,
     params: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``out_dir / f"{kind}.png"``: originals, anomalous images and labels of `n` images.
 
@@ -67,6 +67,8 @@ def write_gallery(
         n: number of columns (fewer if there are fewer images).
         seed: seeds both the choice of images and the generator.
         params: keyword parameters of the generator (default: its own defaults).
+        overwrite: replace an earlier gallery of this kind in `out_dir` (`medad.outputs`: the
+            folder collects galleries of ``medad anomalies`` and never files medad did not write).
 
     Returns:
         The path of the PNG, written atomically (a temporary file renamed into place).
@@ -89,15 +91,7 @@ def write_gallery(
         for row, tile in enumerate((image, anomalous, label)):
             top = GAP + row * (height + GAP)
             canvas[top : top + height, left : left + width] = _to_rgb_u8(tile)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{kind}.png"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{kind}-", suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(canvas).save(fh, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    name = f"{kind}.png"
+    with output_file(out_dir, name, "anomalies", overwrite=overwrite) as tmp:
+        Image.fromarray(canvas).save(tmp, format="PNG")
+    return Path(out_dir) / name

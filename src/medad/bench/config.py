@@ -178,4 +178,13 @@ def load_experiment(path: Path | str) -> Experiment:
     path = Path(path)
     if not path.is_file():
         raise MedadError(f"{path}: experiment file not found")
-    return parse_experiment(path.read_text(), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise MedadError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save the experiment file as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise MedadError(f"cannot read {path}: {(exc.strerror or str(exc)).lower()}") from None
+    return parse_experiment(text, str(path))

@@ -12,8 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import math
-import shutil
-import tempfile
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -21,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from medad.atomic import replace_dir
 from medad.errors import MedadError
 from medad.evaluation import HEADLINE_METRICS
+from medad.outputs import check_output_dir, output_dir
 from medad.predictions import Predictions
 from medad.report import plots
-from medad.results.store import STORE_NAME, ResultsStore, RunRow
+from medad.results.store import STORE_NAME, ReadOnlyStore, ResultsStore, RunRow
 from medad.results.tables import METRIC_NAMES, Summary, row_label, run_labels, summarize
 
 CSS = " ".join(
@@ -104,7 +103,9 @@ def _gallery(store: ResultsStore, row: RunRow, pred: Predictions, data_root: Pat
     try:
         planned = runs.plan(spec, data_root)
         pre = method_class(row.method).preprocess(planned.config, planned.dataset.channels)
-        test = load_split(planned.dataset, "test", pre, store.root / ".cache")
+        cache = store.root / ".cache"  # filled when the results folder can be written
+        writable = os.access(cache if cache.is_dir() else store.root, os.W_OK)
+        test = load_split(planned.dataset, "test", pre, cache if writable else None)
     except MedadError as exc:
         return f'<p class="note">gallery unavailable: {html.escape(str(exc))}</p>'
     if test.ids != pred.ids:
@@ -187,12 +188,20 @@ def _studies(rows: list[RunRow], metric: str) -> list[str]:
     return out
 
 
-def build_report(results: Path, out: Path, *, data_root: Path | None = None) -> Path:
-    """Write ``OUT/index.html`` for the results folder `results`; returns its path."""
+def build_report(
+    results: Path, out: Path, *, data_root: Path | None = None, overwrite: bool = False
+) -> Path:
+    """Write ``OUT/index.html`` for the results folder `results`; returns its path.
+
+    `out` follows `medad.outputs`: a new or empty folder, or (with `overwrite`) an earlier report;
+    never the results folder, its ``runs/`` or ``.cache/``, or a folder holding it (a new folder
+    beside the store, such as ``OUT/report``, is fine).
+    """
     results, out = Path(results), Path(out)
     if not (results / STORE_NAME).is_file():
         raise MedadError(f"{results / STORE_NAME}: no results store here (run `medad bench` first)")
-    store = ResultsStore(results)
+    check_output_dir(out, "report", overwrite=overwrite)  # the store rules cover --results
+    store = ReadOnlyStore(results)
     rows = store.rows()
     done = [r for r in rows if r.status == "done"]
     if not done:
@@ -249,12 +258,6 @@ def build_report(results: Path, out: Path, *, data_root: Path | None = None) -> 
         "document.querySelectorAll('img.plot').forEach(function(i){if(i.naturalWidth>0)n++;});"
         "document.body.setAttribute('data-plots-loaded',n);});</script></body></html>"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        (tmp / "index.html").write_text(page, encoding="utf-8")
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with output_dir(out, "report", overwrite=overwrite) as stage:
+        (stage / "index.html").write_text(page, encoding="utf-8")
     return out / "index.html"

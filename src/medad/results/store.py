@@ -134,3 +134,52 @@ class ResultsStore:
 
     def run_path(self, row: RunRow) -> Path | None:
         return self.root / row.run_dir if row.run_dir else None
+
+
+class ReadOnlyStore(ResultsStore):
+    """A store opened for reading only (``medad results``, ``table``, ``report``): creates,
+    migrates and changes nothing, so a store on a read-only mount or in a folder without write
+    permission can still be read.
+
+    Where the file can be written it is opened as usual (so SQLite tidies its ``-wal``/``-shm``
+    files on close), yet only read. Otherwise it is opened read-only, and where SQLite cannot even
+    create the ``-shm`` index a WAL store needs (a read-only folder), as immutable: right for a
+    store whose writers have finished (a copy, an archive); it may miss a live writer's last rows.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.path = self.root / STORE_NAME
+        if not self.path.is_file():
+            raise MedadError(f"{self.path}: no results store here")
+        try:
+            open(self.path, "rb").close()
+        except OSError as exc:
+            raise MedadError(f"cannot read {self.path}: {(exc.strerror or '').lower()}") from None
+        error: sqlite3.DatabaseError | None = None
+        for mode in ("mode=rw", "mode=ro", "immutable=1"):
+            self._uri = f"{self.path.resolve().as_uri()}?{mode}"
+            try:
+                with self._connect() as con:
+                    con.execute("SELECT run_id FROM runs LIMIT 1").fetchall()
+                return
+            except sqlite3.OperationalError as exc:
+                error = exc  # e.g. no -shm index beside a WAL store: try immutable
+            except sqlite3.DatabaseError as exc:
+                error = exc
+                break
+        raise MedadError(f"{self.path}: not a medad results store ({error})") from error
+
+    @contextmanager
+    def _connect(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
+        if immediate:
+            raise MedadError(f"{self.path}: opened read-only")
+        con = sqlite3.connect(self._uri, uri=True, timeout=60)
+        try:
+            with con:
+                yield con
+        finally:
+            con.close()
+
+    def put(self, row: RunRow) -> None:
+        raise MedadError(f"{self.path}: opened read-only, cannot record {row.run_id}")

@@ -1,8 +1,8 @@
 """Write a prepared dataset: all or nothing, with images in the release's formats.
 
-`atomic_output_dir` builds the dataset in a temporary folder next to ``--out`` and renames it
-into place only when everything was written; on any error the temporary folder is removed, so
-``--out`` never holds half a dataset.
+`atomic_output_dir` builds the dataset in a staging folder next to ``--out`` and renames it
+into place only when everything was written; on any error the staging folder is removed, so
+``--out`` never holds half a dataset (`medad.outputs`: it never replaces files medad did not write).
 
 Images: a file that can be copied (PNG, JPEG, TIFF, BMP) is first decoded (so a corrupt file
 stops the preparation, naming it) and then copied byte for byte, as the paper's release kept the
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,11 +26,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from medad.atomic import replace_dir
 from medad.data.catalog import MANIFEST_NAME
 from medad.data.prepare.splits import Candidate, Selection
 from medad.data.readers import read_image, to_channels
-from medad.errors import MedadError
+from medad.outputs import output_dir
 
 #: file types copied unchanged when no resizing is asked for
 COPYABLE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
@@ -39,32 +37,15 @@ COPYABLE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
 @contextmanager
 def atomic_output_dir(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary folder next to `out`; rename it to `out` when the block succeeds.
+    """Yield a fresh staging folder next to `out`; rename it to `out` when the block succeeds.
 
-    Refuses an existing non-empty `out` unless `overwrite` (which then replaces it whole, only
-    once the new dataset is complete). On failure the temporary folder is removed.
+    The rules of `medad.outputs.output_dir`: an existing non-empty `out` is refused unless it is
+    an earlier ``medad prepare`` output and `overwrite` is given, and even then only the files
+    that preparation wrote are replaced (a file added since is named, and nothing is touched).
+    On failure the staging folder is removed and `out` stays as it was.
     """
-    out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise MedadError(f"{out}: exists and is not a folder")
-        if any(out.iterdir()) and not overwrite:
-            raise MedadError(
-                f"{out}: folder exists and is not empty; choose another --out or pass --overwrite"
-            )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()  # unlike mkdtemp, keeps the user's umask: the dataset stays readable by others
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        replace_dir(tmp, out)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise MedadError(f"{out}: cannot move the prepared dataset into place ({exc})") from exc
+    with output_dir(out, "prepare", overwrite=overwrite) as stage:
+        yield stage
 
 
 def resized_shape(width: int, height: int, size: int | None) -> tuple[int, int]:
