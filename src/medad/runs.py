@@ -11,6 +11,10 @@ Run folder ``OUT/runs/<dataset>/<method>/<config-hash>-seed<k>/``::
 
 The folder is built under ``OUT/runs/.tmp/`` and renamed into place only when complete, so a
 crashed or killed run never leaves a half-written result; the store row is written last.
+
+A finished run is reused, not retrained, unless asked (`force`); then the new run replaces the old
+one only once complete. A run another live process is working on (its lease in the store) is not
+started twice: `RunningElsewhere` says who holds it.
 """
 
 from __future__ import annotations
@@ -35,11 +39,18 @@ from medad import engine
 from medad.atomic import replace_dir, write_text
 from medad.data.base import get_dataset
 from medad.data.loading import load_split
-from medad.errors import MedadError
+from medad.errors import MedadError, no_space_error
 from medad.evaluation import evaluate
 from medad.methods.base import build_config, method_class, uses_study_schedule
 from medad.predictions import Predictions
-from medad.results.store import STORE_NAME, ResultsStore, RunRow
+from medad.results.store import (
+    LEASE_TIMEOUT,
+    STORE_NAME,
+    Lease,
+    ResultsStore,
+    RunRow,
+    pid_alive,
+)
 
 DEFAULT_OUT = Path("medad-runs")
 
@@ -68,6 +79,16 @@ class RunResult:
     metrics: dict[str, float]
     config: dict[str, Any]
     seconds: float
+    #: True when the run was already finished and returned as it was, not trained again
+    reused: bool = False
+
+
+class RunningElsewhere(MedadError):
+    """Another live process holds the run's lease (it is training it right now)."""
+
+    def __init__(self, run_id: str, lease: Lease) -> None:
+        super().__init__(f"{run_id}: running elsewhere ({lease})")
+        self.lease = lease
 
 
 def resolve(spec: RunSpec, data_root: Path | None = None) -> tuple[Any, Any, dict[str, Any]]:
@@ -210,20 +231,10 @@ def remove_stale_tmp(out: Path) -> int:
     host = socket.gethostname()
     for folder in base.glob(f"{host}-*-*") if base.is_dir() else []:
         pid = folder.name[len(host) + 1 :].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def commit(
@@ -233,6 +244,8 @@ def commit(
     metrics: dict[str, float],
     seconds: float,
     tag: str | None = None,
+    *,
+    store: ResultsStore | None = None,
 ) -> RunResult:
     """Move a finished run folder into place, then record it as done (the store row comes last)."""
     out = Path(out)
@@ -241,19 +254,37 @@ def commit(
     row = planned.row("done", tag)
     row.run_dir, row.metrics, row.seconds = planned.rel_dir, metrics, seconds
     row.started, row.finished = time.time() - seconds, time.time()
-    ResultsStore(out).put(row)
+    (store or ResultsStore(out)).finish(row)
     return RunResult(
         planned.run_id, final, metrics, {**planned.resolved, "seed": planned.spec.seed}, seconds
     )
 
 
 def record_failure(
-    out: Path, planned: PlannedRun, error: BaseException | str, tag: str | None = None
+    out: Path,
+    planned: PlannedRun,
+    error: BaseException | str,
+    tag: str | None = None,
+    *,
+    store: ResultsStore | None = None,
 ) -> None:
+    """Mark the run failed, unless it is done or another live process now works on it. Best
+    effort: when the store cannot be written (a full disk), the row stays as it was."""
     row = planned.row("failed", tag)
     row.error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     row.finished = time.time()
-    ResultsStore(out).put(row)
+    try:
+        (store or ResultsStore(out)).finish(row)
+    except MedadError:
+        pass
+
+
+def reused_result(store: ResultsStore, row: RunRow) -> RunResult:
+    """The RunResult of a finished run recorded in `store`."""
+    assert row.run_dir is not None
+    return RunResult(
+        row.run_id, store.root / row.run_dir, row.metrics, row.config, row.seconds or 0.0, True
+    )
 
 
 def execute(
@@ -266,24 +297,42 @@ def execute(
     echo: Callable[[str], None] | None = None,
     tag: str | None = None,
     planned: PlannedRun | None = None,
+    force: bool = False,
+    lease_timeout: float = LEASE_TIMEOUT,
 ) -> RunResult:
     """Train, score and evaluate one run; write its folder and its row in ``OUT/results.sqlite``.
 
-    `planned` (from `plan`) skips resolving the spec again.
+    A run already finished in `out` is returned as it is (``reused``) unless `force`; then it is
+    replaced once the new one is complete. Raises `RunningElsewhere` when another live process
+    holds the run (`lease_timeout`: see `ResultsStore`). `planned` (from `plan`) skips resolving
+    the spec again.
     """
     out = Path(out)
     planned = planned if planned is not None else plan(spec, data_root)
     dev = engine.resolve_device(device)
-    ResultsStore(out).mark_running(planned.row("running", tag))
-    tmp = new_tmp_dir(out)
+    store = ResultsStore(out, lease_timeout=lease_timeout)
+    claim = store.claim(planned.row("running", tag), force=force)
+    if claim.outcome == "done":
+        assert claim.row is not None
+        return reused_result(store, claim.row)
+    if claim.outcome == "elsewhere":
+        assert claim.lease is not None
+        raise RunningElsewhere(planned.run_id, claim.lease)
+    tmp: Path | None = None
     try:
-        metrics, seconds = produce(
-            planned, tmp, cache_dir=out / ".cache", device=dev, progress=progress, echo=echo
-        )
-        return commit(out, planned, tmp, metrics, seconds, tag)
+        with store.keep_alive():
+            tmp = new_tmp_dir(out)
+            metrics, seconds = produce(
+                planned, tmp, cache_dir=out / ".cache", device=dev, progress=progress, echo=echo
+            )
+            return commit(out, planned, tmp, metrics, seconds, tag, store=store)
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        record_failure(out, planned, exc, tag)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        full = no_space_error(exc, out)
+        record_failure(out, planned, full or exc, tag, store=store)
+        if full is not None:
+            raise full from exc
         raise
 
 
