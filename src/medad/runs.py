@@ -152,6 +152,9 @@ def plan(spec: RunSpec, data_root: Path | None = None) -> PlannedRun:
     """Resolve and validate `spec` (method, dataset, config) without training anything."""
     data_root = data_root if data_root is not None else default_data_root()
     dataset, config, resolved = resolve(spec, data_root)
+    identity = dataset.identity()
+    if identity is not None:  # data on disk: two folders are two datasets, never one run id
+        resolved["data"] = identity
     chash = config_hash(resolved)
     return PlannedRun(spec, run_id_of(spec, chash), chash, resolved, dataset, config)
 
@@ -271,7 +274,10 @@ def record_failure(
     """Mark the run failed, unless it is done or another live process now works on it. Best
     effort: when the store cannot be written (a full disk), the row stays as it was."""
     row = planned.row("failed", tag)
-    row.error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    if isinstance(error, str | MedadError):
+        row.error = str(error)
+    else:
+        row.error = f"{type(error).__name__}: {error}"
     row.finished = time.time()
     try:
         (store or ResultsStore(out)).finish(row)
@@ -299,13 +305,14 @@ def execute(
     planned: PlannedRun | None = None,
     force: bool = False,
     lease_timeout: float = LEASE_TIMEOUT,
+    on_start: Callable[[], None] | None = None,
 ) -> RunResult:
     """Train, score and evaluate one run; write its folder and its row in ``OUT/results.sqlite``.
 
     A run already finished in `out` is returned as it is (``reused``) unless `force`; then it is
     replaced once the new one is complete. Raises `RunningElsewhere` when another live process
     holds the run (`lease_timeout`: see `ResultsStore`). `planned` (from `plan`) skips resolving
-    the spec again.
+    the spec again; `on_start` is called once the run is claimed, before training.
     """
     out = Path(out)
     planned = planned if planned is not None else plan(spec, data_root)
@@ -320,6 +327,8 @@ def execute(
         raise RunningElsewhere(planned.run_id, claim.lease)
     tmp: Path | None = None
     try:
+        if on_start is not None:
+            on_start()
         with store.keep_alive():
             tmp = new_tmp_dir(out)
             metrics, seconds = produce(

@@ -140,8 +140,8 @@ def run_grid(
     options = RunOptions(device, force, lease_timeout)
     if executor == "local":
         for cell in todo:
-            event("start", cell, "")
-            _record(summary, cell, _run_here(cell, out, options), event)
+            outcome = _run_here(cell, out, options, lambda cell=cell: event("start", cell, ""))
+            _record(summary, cell, outcome, event)
     elif executor == "process":
         _run_processes(todo, out, max(1, workers), options, summary, event)
     elif executor == "ray":
@@ -183,7 +183,9 @@ def _record(summary: GridSummary, cell: Cell, outcome: Outcome, event) -> None:
     event(outcome.kind, cell, outcome.detail)
 
 
-def _run_here(cell: Cell, out: Path, options: RunOptions) -> Outcome:
+def _run_here(
+    cell: Cell, out: Path, options: RunOptions, on_start: Callable[[], None] | None = None
+) -> Outcome:
     """Run one cell in this process (the error of a failed one is recorded in the store)."""
     try:
         result = runs.execute(
@@ -196,6 +198,7 @@ def _run_here(cell: Cell, out: Path, options: RunOptions) -> Outcome:
             planned=cell.planned,
             force=options.force,
             lease_timeout=options.lease_timeout,
+            on_start=on_start,
         )
         return Outcome("skip", "done") if result.reused else Outcome("done")
     except (KeyboardInterrupt, SystemExit):

@@ -251,6 +251,8 @@ class ResultsStore:
                 (current is not None and current.status == "done") or lease is not None
             ):
                 return False
+            if row.started is None and current is not None:
+                row.started = current.started
             self._write(con, row)
             return True
 
