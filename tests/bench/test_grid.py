@@ -211,3 +211,52 @@ def test_a_resumed_grid_with_a_failed_cell_exits_non_zero(tmp_path):
     assert "0 run, 2 skipped, 0 failed" in again.output
     assert "skip (failed before)" in again.output
     assert "1 cell(s) of the grid failed" in again.output and "--retry-failed" in again.output
+
+
+def _children(pid: int) -> list[int]:
+    """Pool workers (spawned Python processes) whose parent is `pid`, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds workers in /proc")
+def test_workers_of_a_killed_process_grid_exit(tmp_path):
+    cfg = tmp_path / "grid.yaml"
+    grid = SHARED.replace("seeds: [0, 1, 2]", "seeds: [0]").replace("name: shared-out", "")
+    cfg.write_text("name: long\nset: {epochs: 5000}\n" + grid)  # hours: killed long before
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "medad", "bench", str(cfg), "--out", str(out), "--device", "cpu"]
+    cmd += ["--executor", "process", "--workers", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            rows = ResultsStore(out).rows() if (out / "results.sqlite").exists() else []
+            if len([r for r in rows if r.status == "running"]) == 2:  # both workers train
+                workers = _children(proc.pid)
+                break
+            time.sleep(0.2)
+        assert len(workers) == 2, "the workers did not start"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+            time.sleep(0.1)
+        assert not any(Path(f"/proc/{w}").exists() for w in workers), "workers outlived the grid"
+    finally:
+        for pid in [proc.pid, *workers]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()

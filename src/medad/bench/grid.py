@@ -19,8 +19,11 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import signal
 import tarfile
 import tempfile
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -218,9 +221,36 @@ def _process_worker(cell: Cell, out: str, options: RunOptions, threads: int) -> 
     return _run_here(cell, Path(out), options)
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Pool-worker initializer: exit when the grid process dies (even by kill -9) instead of
+    training on, orphaned, for hours. Linux's parent-death signal acts at once; a watchdog thread
+    that sees the parent change does it everywhere else."""
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1  # <linux/prctl.h>
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux
+        pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="medad-parent-watch", daemon=True).start()
+
+
 def _run_processes(todo, out, workers, options, summary, event) -> None:
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         pending = {}
         for cell in todo:
             event("start", cell, "")
