@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -104,3 +105,35 @@ def test_two_folder_datasets_get_two_run_ids_and_both_runs_survive(tmp_path):
         + "".join(f"  - {{name: folder, data_root: {r}}}\n" for r in roots)
     )
     assert len(plan_cells(exp)) == 2
+
+
+def test_the_environment_is_recorded_but_not_hashed(tmp_path):
+    import torch
+    import yaml
+
+    result = runs.execute(_spec(), tmp_path, device="cpu", progress=False, deterministic=True)
+    assert result.run_id == runs.plan(_spec()).run_id  # same id with or without the flag
+    written = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    env = written["environment"]
+    assert env["torch"] == torch.__version__ and env["numpy"] == np.__version__
+    assert env["torch_threads"] == torch.get_num_threads() and env["device"] == "cpu"
+    assert env["deterministic"] is True and {"python", "medad", "torchvision"} <= set(env)
+    assert "environment" not in result.config
+    (row,) = ResultsStore(tmp_path).rows()
+    assert row.environment == env
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_deterministic_cuda_runs_are_bit_identical(tmp_path):
+    import torch
+
+    spec = _spec()
+    a = runs.execute(spec, tmp_path / "a", device="cuda", progress=False, deterministic=True)
+    b = runs.execute(spec, tmp_path / "b", device="cuda", progress=False, deterministic=True)
+    assert a.metrics == b.metrics
+    pa = Predictions.load(a.run_dir / "predictions.npz")
+    pb = Predictions.load(b.run_dir / "predictions.npz")
+    assert np.array_equal(pa.maps, pb.maps)
+    assert not torch.are_deterministic_algorithms_enabled()  # restored afterwards
+    env = ResultsStore(tmp_path / "a").rows()[0].environment
+    assert env["deterministic_algorithms"] and env["cublas_workspace_config"] == ":4096:8"

@@ -112,6 +112,12 @@ def run(
             "--force", help="Train again even if this run is finished (replaced once complete)."
         ),
     ] = False,
+    deterministic: Annotated[
+        bool,
+        typer.Option(
+            "--deterministic", help="CUDA: deterministic kernels, for bit-identical reruns."
+        ),
+    ] = False,
 ) -> None:
     """Train METHOD on DATASET, score its test split, evaluate and record the run.
 
@@ -134,6 +140,7 @@ def run(
             progress=not json_ and sys.stderr.isatty(),
             echo=None if json_ else (lambda m: err_console.print(f"[dim]{m}[/]", highlight=False)),
             force=force,
+            deterministic=deterministic,
         )
     except MedadError as exc:
         raise _fail(str(exc)) from None
@@ -296,6 +303,12 @@ def bench(
             "claim is taken over (same host: as soon as its process is gone)."
         ),
     ] = LEASE_TIMEOUT,
+    deterministic: Annotated[
+        bool,
+        typer.Option(
+            "--deterministic", help="CUDA: deterministic kernels, for bit-identical reruns."
+        ),
+    ] = False,
     data_root: Annotated[
         Path | None, typer.Option(help="Folder where datasets on disk live (default: $MEDAD_DATA).")
     ] = None,
@@ -340,6 +353,7 @@ def bench(
             force=force,
             device=device or exp.device,
             lease_timeout=lease_timeout,
+            deterministic=deterministic,
             on_event=on_event,
         )
     except MedadError as exc:

@@ -43,6 +43,7 @@ from medad.errors import MedadError, no_space_error
 from medad.evaluation import evaluate
 from medad.methods.base import build_config, method_class, uses_study_schedule
 from medad.predictions import Predictions
+from medad.reproducibility import deterministic_mode, environment
 from medad.results.store import (
     LEASE_TIMEOUT,
     STORE_NAME,
@@ -167,11 +168,12 @@ def produce(
     device: str | torch.device | None = None,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
+    deterministic: bool = False,
 ) -> tuple[dict[str, float], float]:
     """Train, score and evaluate `planned`, writing every file of the run folder into `folder`.
 
     Returns (metrics, seconds). Touches nothing outside `folder` and `cache_dir`, so it can run on a
-    remote worker whose folder is shipped back.
+    remote worker whose folder is shipped back. `deterministic`: see `medad.reproducibility`.
     """
     spec, config, dataset = planned.spec, planned.config, planned.dataset
     cls = method_class(spec.method)
@@ -204,14 +206,20 @@ def produce(
         f"data {spec.dataset}: train {len(train_split)}, test {len(test_split)} "
         f"({int(test_split.labels.sum())} abnormal), {pre.size}px, {pre.channels} channel(s)"
     )
-    method = engine.create_method(cls, config, dataset.channels, spec.seed)
-    history = engine.train(
-        method, train_split, pre, seed=spec.seed, device=dev, progress=progress, log=log
-    )
-    log(f"trained {history.steps} steps in {history.seconds:.1f}s")
-    torch.save(method.state_dict(), folder / "checkpoint.pt")
-    (folder / "train.json").write_text(json.dumps(history.__dict__, indent=1))
-    pred = engine.predict(method, test_split, pre, device=dev)
+    with deterministic_mode(dev, deterministic):
+        method = engine.create_method(cls, config, dataset.channels, spec.seed)
+        history = engine.train(
+            method, train_split, pre, seed=spec.seed, device=dev, progress=progress, log=log
+        )
+        # as training ran (not hashed into the run id): appended to config.yaml and the store row
+        with open(folder / "config.yaml", "a") as fh:
+            fh.write(
+                yaml.safe_dump({"environment": environment(dev, deterministic)}, sort_keys=False)
+            )
+        log(f"trained {history.steps} steps in {history.seconds:.1f}s")
+        torch.save(method.state_dict(), folder / "checkpoint.pt")
+        (folder / "train.json").write_text(json.dumps(history.__dict__, indent=1))
+        pred = engine.predict(method, test_split, pre, device=dev)
     pred.save(folder / "predictions.npz")
     metrics = evaluate(pred)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -253,9 +261,11 @@ def commit(
     """Move a finished run folder into place, then record it as done (the store row comes last)."""
     out = Path(out)
     final = out / planned.rel_dir
+    written = yaml.safe_load((folder / "config.yaml").read_text()) or {}
     replace_dir(folder, final)
     row = planned.row("done", tag)
     row.run_dir, row.metrics, row.seconds = planned.rel_dir, metrics, seconds
+    row.environment = written.get("environment") or {}
     row.started, row.finished = time.time() - seconds, time.time()
     (store or ResultsStore(out)).finish(row)
     return RunResult(
@@ -306,6 +316,7 @@ def execute(
     force: bool = False,
     lease_timeout: float = LEASE_TIMEOUT,
     on_start: Callable[[], None] | None = None,
+    deterministic: bool = False,
 ) -> RunResult:
     """Train, score and evaluate one run; write its folder and its row in ``OUT/results.sqlite``.
 
@@ -313,6 +324,7 @@ def execute(
     replaced once the new one is complete. Raises `RunningElsewhere` when another live process
     holds the run (`lease_timeout`: see `ResultsStore`). `planned` (from `plan`) skips resolving
     the spec again; `on_start` is called once the run is claimed, before training.
+    `deterministic`: repeatable CUDA kernels (see `medad.reproducibility`).
     """
     out = Path(out)
     planned = planned if planned is not None else plan(spec, data_root)
@@ -332,7 +344,13 @@ def execute(
         with store.keep_alive():
             tmp = new_tmp_dir(out)
             metrics, seconds = produce(
-                planned, tmp, cache_dir=out / ".cache", device=dev, progress=progress, echo=echo
+                planned,
+                tmp,
+                cache_dir=out / ".cache",
+                device=dev,
+                progress=progress,
+                echo=echo,
+                deterministic=deterministic,
             )
             return commit(out, planned, tmp, metrics, seconds, tag, store=store)
     except BaseException as exc:

@@ -124,6 +124,7 @@ def run_grid(
     force: bool = False,
     device: str | None = None,
     lease_timeout: float = LEASE_TIMEOUT,
+    deterministic: bool = False,
     on_event: Callable[[str, Cell, str], None] | None = None,
 ) -> GridSummary:
     """Run the unfinished cells (`force`: every cell again); `on_event(kind, cell, detail)` hears
@@ -140,7 +141,7 @@ def run_grid(
             _record(summary, cell, Outcome("skip", state), event)
         else:
             todo.append(cell)
-    options = RunOptions(device, force, lease_timeout)
+    options = RunOptions(device, force, lease_timeout, deterministic)
     if executor == "local":
         for cell in todo:
             outcome = _run_here(cell, out, options, lambda cell=cell: event("start", cell, ""))
@@ -161,6 +162,7 @@ class RunOptions:
     device: str | None = None
     force: bool = False
     lease_timeout: float = LEASE_TIMEOUT
+    deterministic: bool = False
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,7 @@ def _run_here(
             force=options.force,
             lease_timeout=options.lease_timeout,
             on_start=on_start,
+            deterministic=options.deterministic,
         )
         return Outcome("skip", "done") if result.reused else Outcome("done")
     except (KeyboardInterrupt, SystemExit):
@@ -268,7 +271,7 @@ def _run_processes(todo, out, workers, options, summary, event) -> None:
 
 
 def _ray_task(
-    spec: runs.RunSpec, data_root: str | None, device: str | None, threads: int
+    spec: runs.RunSpec, data_root: str | None, options: RunOptions, threads: int
 ) -> dict[str, Any]:
     """Runs on a Ray worker: produce the run folder locally and ship it back as a tar archive."""
     import torch
@@ -278,7 +281,12 @@ def _ray_task(
     try:
         planned = runs.plan(spec, Path(data_root) if data_root else None)
         metrics, seconds = runs.produce(
-            planned, work / "run", cache_dir=work / "cache", device=device, progress=False
+            planned,
+            work / "run",
+            cache_dir=work / "cache",
+            device=options.device,
+            progress=False,
+            deterministic=options.deterministic,
         )
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -321,9 +329,7 @@ def _run_ray(todo, out, address, options, summary, event) -> None:
                 event("start", cell, "")
                 root = str(cell.data_root) if cell.data_root else None
                 threads = max(1, int(opts["num_cpus"]))
-                task = remote.options(**opts).remote(
-                    cell.planned.spec, root, options.device, threads
-                )
+                task = remote.options(**opts).remote(cell.planned.spec, root, options, threads)
                 pending[task] = cell
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
