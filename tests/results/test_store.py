@@ -51,6 +51,13 @@ def test_a_live_claim_is_not_taken_and_a_dead_one_is(tmp_path):
     assert store.leases()["other-run"].pid == os.getpid()
 
 
+def test_a_claim_of_a_reused_pid_goes_stale_when_not_renewed(tmp_path):
+    store = ResultsStore(tmp_path, lease_timeout=0.3)
+    assert _as(store, pid=os.getppid()).claim(_row()).outcome == "claimed"
+    time.sleep(0.4)  # the pid runs, but its holder would have renewed the claim by now
+    assert store.claim(_row()).outcome == "claimed"
+
+
 def test_another_hosts_claim_goes_stale_when_not_renewed(tmp_path):
     store = ResultsStore(tmp_path, lease_timeout=0.5)
     far = _as(store, host="another-host")

@@ -7,9 +7,10 @@ folder, so a whole output root can be moved or copied.
 Several processes (two ``medad bench`` on one ``--out``, the workers of a grid) share a store
 safely through *leases*: a process claims a run in one ``BEGIN IMMEDIATE`` transaction, recording
 its host, pid and start time, and renews the lease while it works. Another process skips a run
-whose lease is live and takes over a stale one: same host and the pid is gone (killed), or another
-host that has not renewed it for `lease_timeout` seconds. A ``done`` row is only ever replaced by
-another ``done`` row (a complete result), never by ``running`` or ``failed``.
+whose lease is live and takes over a stale one: on the same host, one whose pid is gone (killed);
+on any host, one not renewed for `lease_timeout` seconds (a lost host, or a pid reused by another
+program). A ``done`` row is only ever replaced by another ``done`` row (a complete result), never
+by ``running`` or ``failed``.
 """
 
 from __future__ import annotations
@@ -199,11 +200,11 @@ class ResultsStore:
         return lease.host == self.host and lease.pid == self.pid
 
     def is_live(self, lease: Lease, now: float | None = None) -> bool:
-        """Held by a process that still works on it: this host and its pid runs, or another host
-        that renewed it within `lease_timeout` seconds."""
-        if lease.host == self.host:
-            return pid_alive(lease.pid)
-        return (now if now is not None else time.time()) - lease.renewed < self.lease_timeout
+        """Held by a process that still works on it: renewed within `lease_timeout` seconds and,
+        on this host, its pid runs (a killed holder is seen at once; a reused pid by the lack of
+        renewals)."""
+        fresh = (now if now is not None else time.time()) - lease.renewed < self.lease_timeout
+        return fresh and (lease.host != self.host or pid_alive(lease.pid))
 
     def _finished(self, row: RunRow | None) -> bool:
         return bool(
