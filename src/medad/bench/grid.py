@@ -168,7 +168,7 @@ class RunOptions:
 @dataclass(frozen=True)
 class Outcome:
     """What became of a cell: ``done``, ``failed`` (detail: the error) or ``skip`` (detail: why:
-    ``done``, ``failed`` before, or ``running elsewhere (<lease>)``)."""
+    ``done``, ``failed`` before, or ``running elsewhere: <lease>``)."""
 
     kind: Literal["done", "failed", "skip"]
     detail: str = ""
