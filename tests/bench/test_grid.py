@@ -260,3 +260,54 @@ def test_workers_of_a_killed_process_grid_exit(tmp_path):
             except ProcessLookupError:
                 pass
         proc.wait()
+
+
+WATCHED_CHILD = """\
+import ctypes, multiprocessing, sys, time
+
+def child(parent, ready):
+    from medad.bench.grid import _exit_with_parent
+
+    def no_prctl(*args, **kwargs):  # as on a system without Linux's parent-death signal
+        raise OSError("no prctl here")
+    ctypes.CDLL = no_prctl
+    _exit_with_parent(parent)
+    open(ready, "w").close()
+    time.sleep(600)
+
+if __name__ == "__main__":
+    import os
+    ready = sys.argv[1]
+    proc = multiprocessing.get_context("spawn").Process(target=child, args=(os.getpid(), ready))
+    proc.start()
+    print(proc.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds processes in /proc")
+def test_the_parent_watchdog_ends_a_worker_without_the_linux_signal(tmp_path):
+    script = tmp_path / "watched.py"
+    script.write_text(WATCHED_CHILD)
+    ready = tmp_path / "ready"
+    cmd = [sys.executable, str(script), str(ready)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ready.exists():  # its watchdog is armed
+            time.sleep(0.1)
+        assert ready.exists() and Path(f"/proc/{child}").exists()
+        proc.kill()
+        proc.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline and Path(f"/proc/{child}").exists():
+            time.sleep(0.1)
+        assert not Path(f"/proc/{child}").exists(), "the child outlived its parent"
+    finally:
+        for pid in (proc.pid, child):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
