@@ -15,6 +15,7 @@ from rich.table import Table
 from medad.cli_data import register as register_data_commands
 from medad.errors import MedadError
 from medad.outputs import check_output_root
+from medad.results.store import LEASE_TIMEOUT
 from medad.results.tables import METRIC_NAMES
 
 app = typer.Typer(
@@ -109,8 +110,23 @@ def run(
     json_: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Train again even if this run is finished (replaced once complete)."
+        ),
+    ] = False,
+    deterministic: Annotated[
+        bool,
+        typer.Option(
+            "--deterministic", help="CUDA: deterministic kernels, for bit-identical reruns."
+        ),
+    ] = False,
 ) -> None:
-    """Train METHOD on DATASET, score its test split, evaluate and record the run."""
+    """Train METHOD on DATASET, score its test split, evaluate and record the run.
+
+    A finished run with the same method, dataset, configuration and seed is reused (--force
+    trains it again)."""
     from medad.runs import RunSpec, execute
 
     try:
@@ -128,9 +144,13 @@ def run(
             device=device,
             progress=not json_ and sys.stderr.isatty(),
             echo=None if json_ else (lambda m: err_console.print(f"[dim]{m}[/]", highlight=False)),
+            force=force,
+            deterministic=deterministic,
         )
     except MedadError as exc:
         raise _fail(str(exc)) from None
+    if result.reused:
+        err_console.print(f"already done: {result.run_dir}; --force to retrain", highlight=False)
     if json_:
         print(
             json.dumps(
@@ -139,6 +159,7 @@ def run(
                     **result.metrics,
                     "run_dir": str(result.run_dir),
                     "seconds": round(result.seconds, 3),
+                    "reused": result.reused,
                 }
             )
         )
@@ -276,6 +297,23 @@ def bench(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Run cells that failed before again.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Run finished cells again (replaced once complete)."),
+    ] = False,
+    lease_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds after which a cell claimed by another host that stopped renewing its "
+            "claim is taken over (same host: as soon as its process is gone)."
+        ),
+    ] = LEASE_TIMEOUT,
+    deterministic: Annotated[
+        bool,
+        typer.Option(
+            "--deterministic", help="CUDA: deterministic kernels, for bit-identical reruns."
+        ),
+    ] = False,
     data_root: Annotated[
         Path | None, typer.Option(help="Folder where datasets on disk live (default: $MEDAD_DATA).")
     ] = None,
@@ -303,7 +341,7 @@ def bench(
         def on_event(kind: str, cell, detail: str) -> None:
             first = detail.splitlines()[0] if detail else ""
             text = {
-                "skip": f"skip ({detail})",
+                "skip": f"skip ({detail})" if detail != "failed" else "skip (failed before)",
                 "start": "start",
                 "done": "[green]done[/]",
                 "failed": f"[red]failed[/]: {first}",
@@ -318,7 +356,10 @@ def bench(
             workers=workers,
             address=address,  # type: ignore[arg-type]
             retry_failed=retry_failed,
+            force=force,
             device=device or exp.device,
+            lease_timeout=lease_timeout,
+            deterministic=deterministic,
             on_event=on_event,
         )
     except MedadError as exc:
@@ -327,12 +368,24 @@ def bench(
         f"{len(summary.done)} run, {len(summary.skipped)} skipped, {len(summary.failed)} failed",
         highlight=False,
     )
+    if summary.elsewhere:
+        err_console.print(
+            f"{len(summary.elsewhere)} cell(s) running elsewhere (another process on this output); "
+            "run again once it finishes",
+            highlight=False,
+        )
     ids = {c.run_id for c in cells}
     rows = [r for r in ResultsStore(root).rows() if r.run_id in ids]
     if any(r.status == "done" for r in rows):
         metrics = ["image_auroc", "image_ap"]
         console.print(to_rich(summarize(rows, metrics), title=exp.name))
-    if summary.failed:
+    if summary.any_failed:
+        n = len(summary.failed) + len(summary.failed_before)
+        err_console.print(
+            f"[red]{n} cell(s) of the grid failed[/] ({len(summary.failed_before)} of them in an "
+            "earlier run); the errors are in `medad results`; --retry-failed runs them again",
+            highlight=False,
+        )
         raise typer.Exit(1)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,5 +64,10 @@ class Predictions:
                     maps=z["maps"] if "maps" in z.files else None,
                     masks=masks,
                 )
+        except (zipfile.BadZipFile, EOFError, zlib.error) as exc:  # truncated or overwritten
+            raise MedadError(
+                f"{path}: damaged predictions file ({exc}); "
+                "train the run again with `medad run ... --force`"
+            ) from exc
         except (OSError, ValueError, KeyError) as exc:
             raise MedadError(f"{path}: unreadable predictions file ({exc})") from exc

@@ -11,6 +11,10 @@ Run folder ``OUT/runs/<dataset>/<method>/<config-hash>-seed<k>/``::
 
 The folder is built under ``OUT/runs/.tmp/`` and renamed into place only when complete, so a
 crashed or killed run never leaves a half-written result; the store row is written last.
+
+A finished run is reused, not retrained, unless asked (`force`); then the new run replaces the old
+one only once complete. A run another live process is working on (its lease in the store) is not
+started twice: `RunningElsewhere` says who holds it.
 """
 
 from __future__ import annotations
@@ -35,11 +39,19 @@ from medad import engine
 from medad.atomic import prune_empty_parents, remove_staging, replace_dir, write_text
 from medad.data.base import get_dataset
 from medad.data.loading import load_split
-from medad.errors import MedadError
+from medad.errors import MedadError, no_space_error
 from medad.evaluation import evaluate
 from medad.methods.base import build_config, method_class, uses_study_schedule
 from medad.predictions import Predictions
-from medad.results.store import STORE_NAME, ResultsStore, RunRow
+from medad.reproducibility import deterministic_mode, environment
+from medad.results.store import (
+    LEASE_TIMEOUT,
+    STORE_NAME,
+    Lease,
+    ResultsStore,
+    RunRow,
+    pid_alive,
+)
 
 DEFAULT_OUT = Path("medad-runs")
 
@@ -68,6 +80,16 @@ class RunResult:
     metrics: dict[str, float]
     config: dict[str, Any]
     seconds: float
+    #: True when the run was already finished and returned as it was, not trained again
+    reused: bool = False
+
+
+class RunningElsewhere(MedadError):
+    """Another live process holds the run's lease (it is training it right now)."""
+
+    def __init__(self, run_id: str, lease: Lease) -> None:
+        super().__init__(f"{run_id}: running elsewhere ({lease})")
+        self.lease = lease
 
 
 def resolve(spec: RunSpec, data_root: Path | None = None) -> tuple[Any, Any, dict[str, Any]]:
@@ -131,6 +153,9 @@ def plan(spec: RunSpec, data_root: Path | None = None) -> PlannedRun:
     """Resolve and validate `spec` (method, dataset, config) without training anything."""
     data_root = data_root if data_root is not None else default_data_root()
     dataset, config, resolved = resolve(spec, data_root)
+    identity = dataset.identity()
+    if identity is not None:  # data on disk: two folders are two datasets, never one run id
+        resolved["data"] = identity
     chash = config_hash(resolved)
     return PlannedRun(spec, run_id_of(spec, chash), chash, resolved, dataset, config)
 
@@ -143,11 +168,12 @@ def produce(
     device: str | torch.device | None = None,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
+    deterministic: bool = False,
 ) -> tuple[dict[str, float], float]:
     """Train, score and evaluate `planned`, writing every file of the run folder into `folder`.
 
     Returns (metrics, seconds). Touches nothing outside `folder` and `cache_dir`, so it can run on a
-    remote worker whose folder is shipped back.
+    remote worker whose folder is shipped back. `deterministic`: see `medad.reproducibility`.
     """
     spec, config, dataset = planned.spec, planned.config, planned.dataset
     cls = method_class(spec.method)
@@ -180,14 +206,20 @@ def produce(
         f"data {spec.dataset}: train {len(train_split)}, test {len(test_split)} "
         f"({int(test_split.labels.sum())} abnormal), {pre.size}px, {pre.channels} channel(s)"
     )
-    method = engine.create_method(cls, config, dataset.channels, spec.seed)
-    history = engine.train(
-        method, train_split, pre, seed=spec.seed, device=dev, progress=progress, log=log
-    )
-    log(f"trained {history.steps} steps in {history.seconds:.1f}s")
-    torch.save(method.state_dict(), folder / "checkpoint.pt")
-    (folder / "train.json").write_text(json.dumps(history.__dict__, indent=1))
-    pred = engine.predict(method, test_split, pre, device=dev)
+    with deterministic_mode(dev, deterministic):
+        method = engine.create_method(cls, config, dataset.channels, spec.seed)
+        history = engine.train(
+            method, train_split, pre, seed=spec.seed, device=dev, progress=progress, log=log
+        )
+        # as training ran (not hashed into the run id): appended to config.yaml and the store row
+        with open(folder / "config.yaml", "a") as fh:
+            fh.write(
+                yaml.safe_dump({"environment": environment(dev, deterministic)}, sort_keys=False)
+            )
+        log(f"trained {history.steps} steps in {history.seconds:.1f}s")
+        torch.save(method.state_dict(), folder / "checkpoint.pt")
+        (folder / "train.json").write_text(json.dumps(history.__dict__, indent=1))
+        pred = engine.predict(method, test_split, pre, device=dev)
     pred.save(folder / "predictions.npz")
     metrics = evaluate(pred)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -213,20 +245,10 @@ def remove_stale_tmp(out: Path) -> int:
     host = socket.gethostname()
     for folder in base.glob(f"{host}-*-*") if base.is_dir() else []:
         pid = folder.name[len(host) + 1 :].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def commit(
@@ -236,28 +258,53 @@ def commit(
     metrics: dict[str, float],
     seconds: float,
     tag: str | None = None,
+    *,
+    store: ResultsStore | None = None,
 ) -> RunResult:
     """Move a finished run folder into place, then record it as done (the store row comes last)."""
     out = Path(out)
     final = out / planned.rel_dir
+    written = yaml.safe_load((folder / "config.yaml").read_text()) or {}
     replace_dir(folder, final)
     prune_empty_parents(folder.parent, out)  # OUT/runs/.tmp when no other run is staged there
     row = planned.row("done", tag)
     row.run_dir, row.metrics, row.seconds = planned.rel_dir, metrics, seconds
+    row.environment = written.get("environment") or {}
     row.started, row.finished = time.time() - seconds, time.time()
-    ResultsStore(out).put(row)
+    (store or ResultsStore(out)).finish(row)
     return RunResult(
         planned.run_id, final, metrics, {**planned.resolved, "seed": planned.spec.seed}, seconds
     )
 
 
 def record_failure(
-    out: Path, planned: PlannedRun, error: BaseException | str, tag: str | None = None
+    out: Path,
+    planned: PlannedRun,
+    error: BaseException | str,
+    tag: str | None = None,
+    *,
+    store: ResultsStore | None = None,
 ) -> None:
+    """Mark the run failed, unless it is done or another live process now works on it. Best
+    effort: when the store cannot be written (a full disk), the row stays as it was."""
     row = planned.row("failed", tag)
-    row.error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    if isinstance(error, str | MedadError):
+        row.error = str(error)
+    else:
+        row.error = f"{type(error).__name__}: {error}"
     row.finished = time.time()
-    ResultsStore(out).put(row)
+    try:
+        (store or ResultsStore(out)).finish(row)
+    except MedadError:
+        pass
+
+
+def reused_result(store: ResultsStore, row: RunRow) -> RunResult:
+    """The RunResult of a finished run recorded in `store`."""
+    assert row.run_dir is not None
+    return RunResult(
+        row.run_id, store.root / row.run_dir, row.metrics, row.config, row.seconds or 0.0, True
+    )
 
 
 def execute(
@@ -270,24 +317,53 @@ def execute(
     echo: Callable[[str], None] | None = None,
     tag: str | None = None,
     planned: PlannedRun | None = None,
+    force: bool = False,
+    lease_timeout: float = LEASE_TIMEOUT,
+    on_start: Callable[[], None] | None = None,
+    deterministic: bool = False,
 ) -> RunResult:
     """Train, score and evaluate one run; write its folder and its row in ``OUT/results.sqlite``.
 
-    `planned` (from `plan`) skips resolving the spec again.
+    A run already finished in `out` is returned as it is (``reused``) unless `force`; then it is
+    replaced once the new one is complete. Raises `RunningElsewhere` when another live process
+    holds the run (`lease_timeout`: see `ResultsStore`). `planned` (from `plan`) skips resolving
+    the spec again; `on_start` is called once the run is claimed, before training.
+    `deterministic`: repeatable CUDA kernels (see `medad.reproducibility`).
     """
     out = Path(out)
     planned = planned if planned is not None else plan(spec, data_root)
     dev = engine.resolve_device(device)
-    ResultsStore(out).mark_running(planned.row("running", tag))
-    tmp = new_tmp_dir(out)
+    store = ResultsStore(out, lease_timeout=lease_timeout)
+    claim = store.claim(planned.row("running", tag), force=force)
+    if claim.outcome == "done":
+        assert claim.row is not None
+        return reused_result(store, claim.row)
+    if claim.outcome == "elsewhere":
+        assert claim.lease is not None
+        raise RunningElsewhere(planned.run_id, claim.lease)
+    tmp: Path | None = None
     try:
-        metrics, seconds = produce(
-            planned, tmp, cache_dir=out / ".cache", device=dev, progress=progress, echo=echo
-        )
-        return commit(out, planned, tmp, metrics, seconds, tag)
+        if on_start is not None:
+            on_start()
+        with store.keep_alive():
+            tmp = new_tmp_dir(out)
+            metrics, seconds = produce(
+                planned,
+                tmp,
+                cache_dir=out / ".cache",
+                device=dev,
+                progress=progress,
+                echo=echo,
+                deterministic=deterministic,
+            )
+            return commit(out, planned, tmp, metrics, seconds, tag, store=store)
     except BaseException as exc:
-        remove_staging(tmp, out)
-        record_failure(out, planned, exc, tag)
+        if tmp is not None:
+            remove_staging(tmp, out)
+        full = no_space_error(exc, out)
+        record_failure(out, planned, full or exc, tag, store=store)
+        if full is not None:
+            raise full from exc
         raise
 
 

@@ -4,6 +4,9 @@ Resuming rests on two facts: a run's folder appears (by rename) only once comple
 row turns ``done`` only after that. So a cell is finished exactly when its row is ``done`` and its
 folder exists; anything else (never started, ``running`` left by a killed process, ``failed`` when
 asked to retry) runs again, and a re-run replaces rather than duplicates (the run id is the key).
+Several grids may share one output root: each cell is claimed in the store first (a lease, see
+`medad.results.store`), so a cell another live process works on is skipped ("running elsewhere")
+and one left by a killed process is taken over.
 
 Executors: ``local`` (one after another, in this process), ``process`` (a local pool of worker
 processes, each writing its own result) and ``ray`` (each cell a Ray task with its CPU/GPU needs;
@@ -16,8 +19,11 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import signal
 import tarfile
 import tempfile
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -31,7 +37,7 @@ from medad.bench.config import Experiment
 from medad.data.base import dataset_infos
 from medad.errors import MedadError
 from medad.methods.base import method_class
-from medad.results.store import ResultsStore
+from medad.results.store import LEASE_TIMEOUT, ResultsStore
 
 Executor = Literal["local", "process", "ray"]
 
@@ -53,6 +59,15 @@ class GridSummary:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    #: skipped cells that failed in an earlier run (kept failed; ``retry_failed`` runs them)
+    failed_before: list[str] = field(default_factory=list)
+    #: skipped cells another live process holds
+    elsewhere: list[str] = field(default_factory=list)
+
+    @property
+    def any_failed(self) -> bool:
+        """Whether a cell of the grid is failed now (this time or before)."""
+        return bool(self.failed or self.failed_before)
 
 
 def plan_cells(
@@ -106,95 +121,157 @@ def run_grid(
     workers: int = 1,
     address: str | None = None,
     retry_failed: bool = False,
+    force: bool = False,
     device: str | None = None,
+    lease_timeout: float = LEASE_TIMEOUT,
+    deterministic: bool = False,
     on_event: Callable[[str, Cell, str], None] | None = None,
 ) -> GridSummary:
-    """Run the unfinished cells; `on_event(kind, cell, detail)` hears start/done/failed/skip."""
+    """Run the unfinished cells (`force`: every cell again); `on_event(kind, cell, detail)` hears
+    start/done/failed/skip. Cells another live process holds are skipped (``summary.elsewhere``)."""
     out = Path(out)
-    store = ResultsStore(out)
+    store = ResultsStore(out, lease_timeout=lease_timeout)
     runs.remove_stale_tmp(out)
     summary = GridSummary()
+    event = on_event or (lambda *_: None)
     todo = []
     for cell in cells:
-        state = cell_state(store, cell)
+        state = "todo" if force else cell_state(store, cell)
         if state == "done" or (state == "failed" and not retry_failed):
-            summary.skipped.append(cell.run_id)
-            if on_event:
-                on_event("skip", cell, state)
+            _record(summary, cell, Outcome("skip", state), event)
         else:
             todo.append(cell)
-    event = on_event or (lambda *_: None)
+    options = RunOptions(device, force, lease_timeout, deterministic)
     if executor == "local":
         for cell in todo:
-            event("start", cell, "")
-            _record(summary, cell, _run_here(cell, out, device), event)
+            outcome = _run_here(cell, out, options, lambda cell=cell: event("start", cell, ""))
+            _record(summary, cell, outcome, event)
     elif executor == "process":
-        _run_processes(todo, out, max(1, workers), device, summary, event)
+        _run_processes(todo, out, max(1, workers), options, summary, event)
     elif executor == "ray":
-        _run_ray(todo, out, address, device, summary, event)
+        _run_ray(todo, out, address, options, summary, event)
     else:
         raise MedadError(f"unknown executor {executor!r}: use local, process or ray")
     return summary
 
 
-def _record(summary: GridSummary, cell: Cell, error: str | None, event) -> None:
-    if error is None:
+@dataclass(frozen=True)
+class RunOptions:
+    """How every cell runs (passed to worker processes)."""
+
+    device: str | None = None
+    force: bool = False
+    lease_timeout: float = LEASE_TIMEOUT
+    deterministic: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a cell: ``done``, ``failed`` (detail: the error) or ``skip`` (detail: why:
+    ``done``, ``failed`` before, or ``running elsewhere: <lease>``)."""
+
+    kind: Literal["done", "failed", "skip"]
+    detail: str = ""
+
+
+def _record(summary: GridSummary, cell: Cell, outcome: Outcome, event) -> None:
+    if outcome.kind == "done":
         summary.done.append(cell.run_id)
-        event("done", cell, "")
+    elif outcome.kind == "failed":
+        summary.failed[cell.run_id] = outcome.detail
     else:
-        summary.failed[cell.run_id] = error
-        event("failed", cell, error)
+        summary.skipped.append(cell.run_id)
+        if outcome.detail == "failed":
+            summary.failed_before.append(cell.run_id)
+        elif outcome.detail.startswith("running elsewhere"):
+            summary.elsewhere.append(cell.run_id)
+    event(outcome.kind, cell, outcome.detail)
 
 
-def _run_here(cell: Cell, out: Path, device: str | None) -> str | None:
-    """Run one cell in this process; returns None, or the error text (recorded in the store)."""
+def _run_here(
+    cell: Cell, out: Path, options: RunOptions, on_start: Callable[[], None] | None = None
+) -> Outcome:
+    """Run one cell in this process (the error of a failed one is recorded in the store)."""
     try:
-        runs.execute(
+        result = runs.execute(
             cell.planned.spec,
             out,
             data_root=None,
-            device=device,
+            device=options.device,
             progress=False,
             tag=cell.label,
             planned=cell.planned,
+            force=options.force,
+            lease_timeout=options.lease_timeout,
+            on_start=on_start,
+            deterministic=options.deterministic,
         )
-        return None
+        return Outcome("skip", "done") if result.reused else Outcome("done")
     except (KeyboardInterrupt, SystemExit):
         raise
+    except runs.RunningElsewhere as exc:
+        return Outcome("skip", f"running elsewhere: {exc.lease}")
     except MedadError as exc:
-        return str(exc)
+        return Outcome("failed", str(exc))
     except Exception as exc:  # noqa: BLE001 - a crashed cell must not stop the grid
-        return f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+        return Outcome("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
 
 
-def _process_worker(cell: Cell, out: str, device: str | None, threads: int) -> str | None:
+def _process_worker(cell: Cell, out: str, options: RunOptions, threads: int) -> Outcome:
     import torch
 
     torch.set_num_threads(threads)
-    return _run_here(cell, Path(out), device)
+    return _run_here(cell, Path(out), options)
 
 
-def _run_processes(todo, out, workers, device, summary, event) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """Pool-worker initializer: exit when the grid process dies (even by kill -9) instead of
+    training on, orphaned, for hours. Linux's parent-death signal acts at once; a watchdog thread
+    that sees the parent change does it everywhere else."""
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1  # <linux/prctl.h>
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux
+        pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="medad-parent-watch", daemon=True).start()
+
+
+def _run_processes(todo, out, workers, options, summary, event) -> None:
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         pending = {}
         for cell in todo:
             event("start", cell, "")
-            pending[pool.submit(_process_worker, cell, str(out), device, threads)] = cell
+            pending[pool.submit(_process_worker, cell, str(out), options, threads)] = cell
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 cell = pending.pop(fut)
                 try:
-                    error = fut.result()
+                    outcome = fut.result()
                 except Exception as exc:  # noqa: BLE001 - a worker died
-                    error = f"worker process failed: {exc}"
-                    runs.record_failure(out, cell.planned, error, cell.label)
-                _record(summary, cell, error, event)
+                    outcome = Outcome("failed", f"worker process failed: {exc}")
+                    runs.record_failure(out, cell.planned, outcome.detail, cell.label)
+                _record(summary, cell, outcome, event)
 
 
 def _ray_task(
-    spec: runs.RunSpec, data_root: str | None, device: str | None, threads: int
+    spec: runs.RunSpec, data_root: str | None, options: RunOptions, threads: int
 ) -> dict[str, Any]:
     """Runs on a Ray worker: produce the run folder locally and ship it back as a tar archive."""
     import torch
@@ -204,7 +281,12 @@ def _ray_task(
     try:
         planned = runs.plan(spec, Path(data_root) if data_root else None)
         metrics, seconds = runs.produce(
-            planned, work / "run", cache_dir=work / "cache", device=device, progress=False
+            planned,
+            work / "run",
+            cache_dir=work / "cache",
+            device=options.device,
+            progress=False,
+            deterministic=options.deterministic,
         )
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -218,7 +300,7 @@ def _ray_task(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run_ray(todo, out, address, device, summary, event) -> None:
+def _run_ray(todo, out, address, options, summary, event) -> None:
     try:
         import ray
     except ImportError:
@@ -228,36 +310,51 @@ def _run_ray(todo, out, address, device, summary, event) -> None:
         ray.init(
             address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True
         )
+    # the driver holds the leases of the cells its tasks run, and renews them
+    store = ResultsStore(out, lease_timeout=options.lease_timeout)
     try:
-        remote = ray.remote(_ray_task)
-        pending = {}
-        store = ResultsStore(out)
-        for cell in todo:
-            opts = {
-                "num_cpus": cell.resources.get("num_cpus", 1),
-                "num_gpus": cell.resources.get("num_gpus", 0),
-            }
-            store.mark_running(cell.planned.row("running", cell.label))
-            event("start", cell, "")
-            root = str(cell.data_root) if cell.data_root else None
-            threads = max(1, int(opts["num_cpus"]))
-            pending[remote.options(**opts).remote(cell.planned.spec, root, device, threads)] = cell
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            cell = pending.pop(ready[0])
-            try:
-                result = ray.get(ready[0])
-            except Exception as exc:  # noqa: BLE001 - the task or its node died
-                result = {"error": f"Ray task failed: {exc}"}
-            if "error" in result:
-                runs.record_failure(out, cell.planned, result["error"], cell.label)
-                _record(summary, cell, result["error"], event)
-                continue
-            tmp = runs.new_tmp_dir(out)
-            with tarfile.open(fileobj=io.BytesIO(result["archive"]), mode="r") as tar:
-                tar.extractall(tmp, filter="data")
-            runs.commit(out, cell.planned, tmp, result["metrics"], result["seconds"], cell.label)
-            _record(summary, cell, None, event)
+        with store.keep_alive():
+            remote = ray.remote(_ray_task)
+            pending = {}
+            for cell in todo:
+                opts = {
+                    "num_cpus": cell.resources.get("num_cpus", 1),
+                    "num_gpus": cell.resources.get("num_gpus", 0),
+                }
+                claim = store.claim(cell.planned.row("running", cell.label), force=options.force)
+                if claim.outcome != "claimed":
+                    why = "done" if claim.outcome == "done" else f"running elsewhere: {claim.lease}"
+                    _record(summary, cell, Outcome("skip", why), event)
+                    continue
+                event("start", cell, "")
+                root = str(cell.data_root) if cell.data_root else None
+                threads = max(1, int(opts["num_cpus"]))
+                task = remote.options(**opts).remote(cell.planned.spec, root, options, threads)
+                pending[task] = cell
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                cell = pending.pop(ready[0])
+                try:
+                    result = ray.get(ready[0])
+                except Exception as exc:  # noqa: BLE001 - the task or its node died
+                    result = {"error": f"Ray task failed: {exc}"}
+                if "error" in result:
+                    runs.record_failure(out, cell.planned, result["error"], cell.label, store=store)
+                    _record(summary, cell, Outcome("failed", result["error"]), event)
+                    continue
+                tmp = runs.new_tmp_dir(out)
+                with tarfile.open(fileobj=io.BytesIO(result["archive"]), mode="r") as tar:
+                    tar.extractall(tmp, filter="data")
+                runs.commit(
+                    out,
+                    cell.planned,
+                    tmp,
+                    result["metrics"],
+                    result["seconds"],
+                    cell.label,
+                    store=store,
+                )
+                _record(summary, cell, Outcome("done"), event)
     finally:
         if started_here:
             ray.shutdown()

@@ -59,6 +59,12 @@ class DatasetSource(ABC):
         """A string that changes when the dataset's content changes (used as a cache key)."""
         return self.name
 
+    def identity(self) -> dict[str, Any] | None:
+        """What tells this dataset apart from another with the same name and options; part of
+        the configuration a run id hashes. None for data generated from its options alone;
+        datasets read from disk give their folder and a digest of their files (`file_identity`)."""
+        return None
+
 
 @dataclass(frozen=True)
 class DatasetInfo:

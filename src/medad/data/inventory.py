@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from medad.data.base import DatasetSource, Record, Split
-from medad.data.layouts import tree_fingerprint
+from medad.data.layouts import file_identity, tree_fingerprint
 from medad.data.readers import check_mask_threshold, is_image_file
 from medad.errors import MedadError
 
@@ -94,12 +95,16 @@ class InventoryDataset(DatasetSource):
             "test": list(inventory.records["test"]),
         }
         self._fingerprint = tree_fingerprint(f"{name}|{inventory.layout}", inventory.files())
+        self._identity = file_identity(inventory.root, inventory.files())
 
     def records(self, split: Split) -> list[Record]:
         return list(self._records[split])
 
     def fingerprint(self) -> str:
         return self._fingerprint
+
+    def identity(self) -> dict[str, Any]:
+        return self._identity
 
 
 def file_stem(path: Path) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -103,6 +104,17 @@ def tree_fingerprint(name: str, files: list[Path]) -> str:
     return h.hexdigest()
 
 
+def file_identity(root: Path, files: list[Path]) -> dict[str, Any]:
+    """The resolved `root` and a digest of the files' names (relative to it) and sizes: cheap (no
+    contents read) and stable when files are only touched, unlike `tree_fingerprint`."""
+    root = root.resolve()
+    h = hashlib.sha256()
+    for p in sorted({f.resolve() for f in files}):
+        name = p.relative_to(root).as_posix() if p.is_relative_to(root) else p.as_posix()
+        h.update(f"{name}|{p.stat().st_size}\n".encode())
+    return {"root": str(root), "files": len(set(files)), "digest": h.hexdigest()[:16]}
+
+
 class FolderDataset(DatasetSource):
     """medad's generic layout (see module docs); `test_fraction` applies to the flat variant,
     `mask_threshold` accepts masks that are not two-valued (binarised at > it; `read_mask`)."""
@@ -160,12 +172,16 @@ class FolderDataset(DatasetSource):
         }
         files = train + test_normal + abnormal + [m for m in masks if m is not None]
         self._fingerprint = tree_fingerprint(f"{name}|{split_seed}|{test_fraction}", files)
+        self._identity = file_identity(root, files)
 
     def records(self, split: Split) -> list[Record]:
         return list(self._records[split])
 
     def fingerprint(self) -> str:
         return self._fingerprint
+
+    def identity(self) -> dict[str, Any]:
+        return self._identity
 
 
 class DataJsonDataset(DatasetSource):
@@ -204,12 +220,16 @@ class DataJsonDataset(DatasetSource):
             + [Record(p.name, 1, p) for p in abnormal],
         }
         self._fingerprint = tree_fingerprint(name, [spec_path, *train, *normal, *abnormal])
+        self._identity = file_identity(root, [spec_path, *train, *normal, *abnormal])
 
     def records(self, split: Split) -> list[Record]:
         return list(self._records[split])
 
     def fingerprint(self) -> str:
         return self._fingerprint
+
+    def identity(self) -> dict[str, Any]:
+        return self._identity
 
 
 def detect_layout(root: Path, **options: object) -> DatasetSource:
