@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -67,3 +68,26 @@ def write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_staging(parent: Path, prefix: str) -> int:
+    """Remove the staging folders ``<parent>/<prefix><pid>-…`` whose process (of this host) no
+    longer runs: what a killed run, report or predict left behind. Returns how many."""
+    removed = 0
+    for folder in parent.glob(f"{glob.escape(prefix)}*") if parent.is_dir() else []:
+        pid = folder.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed

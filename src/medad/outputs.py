@@ -22,7 +22,6 @@ Errors from the file system (a read-only folder, a full disk) become one `MedadE
 from __future__ import annotations
 
 import errno
-import glob
 import json
 import os
 import shutil
@@ -35,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import medad
-from medad.atomic import carry_over
+from medad.atomic import carry_over, remove_dead_staging
 from medad.errors import MedadError
 
 #: the manifest every output folder gets
@@ -310,7 +309,7 @@ def output_dir(
     target = check_output_dir(out, command, overwrite=overwrite, inputs=inputs)
     previous = _read_manifest(target) if target.is_dir() else None
     prefix = f".{target.name}{_STAGING}{socket.gethostname()}-"
-    _remove_stale_staging(target.parent, prefix)
+    remove_dead_staging(target.parent, prefix)
     staging = target.parent / f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -336,25 +335,6 @@ def output_dir(
         if isinstance(exc, OSError):
             raise _cannot_write(target, exc) from None
         raise
-
-
-def _remove_stale_staging(parent: Path, prefix: str) -> None:
-    """Remove staging folders ``PREFIX<pid>-…`` whose process (of this host) no longer runs: what
-    a killed ``medad report`` or ``predict`` left beside its output."""
-    for folder in parent.glob(f"{glob.escape(prefix)}*") if parent.is_dir() else []:
-        pid = folder.name[len(prefix) :].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _swap_in(staging: Path, target: Path, previous: _Previous | None) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import socket
 import time
 import uuid
@@ -36,7 +35,13 @@ import yaml
 
 import medad
 from medad import engine
-from medad.atomic import prune_empty_parents, remove_staging, replace_dir, write_text
+from medad.atomic import (
+    prune_empty_parents,
+    remove_dead_staging,
+    remove_staging,
+    replace_dir,
+    write_text,
+)
 from medad.data.base import get_dataset
 from medad.data.loading import load_split
 from medad.errors import MedadError, no_space_error
@@ -50,7 +55,6 @@ from medad.results.store import (
     Lease,
     ResultsStore,
     RunRow,
-    pid_alive,
 )
 
 DEFAULT_OUT = Path("medad-runs")
@@ -240,15 +244,8 @@ def new_tmp_dir(out: Path) -> Path:
 
 def remove_stale_tmp(out: Path) -> int:
     """Delete staging folders of processes of this host that no longer run (killed runs)."""
-    removed = 0
     base = Path(out) / "runs" / ".tmp"
-    host = socket.gethostname()
-    for folder in base.glob(f"{host}-*-*") if base.is_dir() else []:
-        pid = folder.name[len(host) + 1 :].split("-", 1)[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed += 1
-    return removed
+    return remove_dead_staging(base, f"{socket.gethostname()}-")
 
 
 def commit(

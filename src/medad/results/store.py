@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from medad.atomic import pid_alive
 from medad.errors import MedadError, no_space_error
 
 STORE_NAME = "results.sqlite"
@@ -68,17 +69,6 @@ _COLUMNS = (
     "run_id method dataset seed config_hash status run_dir metrics config error started finished "
     "seconds tag environment"
 ).split()
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` of this host exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
