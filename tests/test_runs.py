@@ -78,7 +78,7 @@ def test_a_full_disk_is_named_and_earlier_results_stay(tmp_path, monkeypatch):
     assert rows[0].status == "done" and rows[0].metrics == kept.metrics
     assert rows[1].status == "failed" and rows[1].error.startswith("no space left on device")
     assert (kept.run_dir / "predictions.npz").is_file()
-    assert not any((tmp_path / "runs" / ".tmp").iterdir())  # no half-written run folder
+    assert not (tmp_path / "runs" / ".tmp").exists()  # no half-written run folder, no empty staging
     assert ResultsStore(tmp_path).leases() == {}
 
 
