@@ -50,6 +50,25 @@ def test_unet_shapes_and_kascenas_size():
     assert UNet(3, depth=3, base_width=4)(torch.zeros(2, 3, 32, 32)).shape == (2, 3, 32, 32)
 
 
+def test_dae_default_unet_is_the_studys_depth_5():
+    cls = method_class("dae")
+    config = build_config(cls, {})
+    assert config.depth == 5 and cls.preprocess(config, 1).size == 128
+    net = cls(config, 1).net
+    assert sum(p.numel() for p in net.parameters()) == 31_042_369  # MedIAnomaly: 31.0 M
+    assert net(torch.zeros(1, 1, 128, 128)).shape == (1, 1, 128, 128)
+    assert build("dae", depth=3).net.depth == 3  # still configurable
+
+
+def test_unet_ignores_a_constant_shift_of_its_input():
+    # why the study's −1 noise offset changes nothing (dae.py docstring): weight-standardised
+    # first conv after reflection padding
+    net = UNet(1, depth=2, base_width=8).eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x - 1.0), net(x), rtol=1e-4, atol=1e-4)
+
+
 def test_coarse_noise_is_coarse_zero_mean_and_of_the_asked_std():
     noise = coarse_noise(300, 1, 64, res=16, std=0.2, rng=np.random.default_rng(0))[:, 0]
     assert noise.shape == (300, 64, 64)
@@ -134,8 +153,8 @@ def test_dae_config_defaults_and_checks():
 
 
 def test_dae_ranks_lesions_above_normals():
-    # 64 px and a quarter-width U-Net (16…128 channels) to fit the CPU test budget
-    overrides = {"image_size": 64, "base_width": 16, "epochs": 5}
+    # 64 px and a quarter-width U-Net of depth 4 (16…128 channels) to fit the CPU test budget
+    overrides = {"image_size": 64, "depth": 4, "base_width": 16, "epochs": 5}
     _, pred = train_and_predict("dae", overrides)
     assert pred.maps is not None and pred.maps.shape == (64, 64, 64)
     m = evaluate(pred)
