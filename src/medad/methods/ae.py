@@ -6,18 +6,10 @@ channels) and the image score is the mean of the map.
 
 from __future__ import annotations
 
-from medad.methods.base import MethodConfig, register
-from medad.methods.parts.recon import ReconstructionAE
-from medad.methods.parts.scoring import MapScoreConfig
+from medad.methods.base import register
+from medad.methods.parts.recon import AEConfig, ReconstructionAE
 
-
-class AEConfig(MethodConfig, MapScoreConfig):
-    latent_size: int = 16
-    """Size of the FC bottleneck (PAPER.md: 16; the latent-size study varies it 1…128)."""
-    base_width: int = 16
-    """Channels of the first encoder block; the others are 2×, 4×, 4× (PAPER.md)."""
-    mid_size: int = 1024
-    """Width of the hidden FC layer of the bottleneck (PAPER.md: 1024)."""
+__all__ = ["AE", "AEConfig"]
 
 
 @register("ae")

@@ -35,7 +35,7 @@ from medad.methods.ae import AEConfig
 from medad.methods.base import Method, ScoreOutput, register
 from medad.methods.parts.autoencoder import AutoEncoder
 from medad.methods.parts.perceptual import VGG19_LAYERS, RelativePerceptualL1
-from medad.methods.parts.scoring import reduce_map
+from medad.methods.parts.scoring import map_scores
 
 
 class AEPLConfig(AEConfig):
@@ -64,9 +64,7 @@ class AEPL(Method):
 
     def __init__(self, config: AEPLConfig, channels: int) -> None:
         super().__init__(config, channels)
-        self.net = AutoEncoder(
-            channels, config.image_size, config.latent_size, config.base_width, config.mid_size
-        )
+        self.net = AutoEncoder.from_config(config, channels)
         value_range = type(self).preprocess(config, channels).value_range
         self.perceptual = RelativePerceptualL1(
             config.layer, config.weights, config.feature_stats, value_range
@@ -82,6 +80,4 @@ class AEPL(Method):
     def score(self, x: torch.Tensor) -> ScoreOutput:
         d = self.perceptual(x, self.net(x))
         maps = F.interpolate(d[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)
-        maps = maps[:, 0]
-        c = self.config
-        return ScoreOutput(reduce_map(maps, c.image_score, c.topk_fraction), maps)
+        return map_scores(maps[:, 0], self.config)

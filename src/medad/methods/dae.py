@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from medad.methods.base import Method, MethodConfig, ScoreOutput, register
-from medad.methods.parts.scoring import MapScoreConfig, reduce_map
+from medad.methods.parts.scoring import MapScoreConfig, map_scores
 from medad.methods.parts.unet import UNet
 
 
@@ -142,8 +142,7 @@ class DAE(Method):
         maps = ((self.net(x) - x) ** 2).sum(dim=1)
         if self.config.foreground_mask:
             maps = maps * erode(self.foreground(x), self.config.mask_erosion)[:, 0]
-        c = self.config
-        return ScoreOutput(reduce_map(maps, c.image_score, c.topk_fraction), maps)
+        return map_scores(maps, self.config)
 
 
 def erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
