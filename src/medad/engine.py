@@ -1,7 +1,8 @@
 """The one loop that trains and scores every method.
 
-`train` runs a method's stages (each a number of epochs with one or more alternating optimisers:
-a GAN is two phases of one stage, not a second loop), then its `fit` (density, memory bank).
+`train` runs a method's `prepare` (statistics of the training data it needs before any update),
+its stages (each a number of epochs with one or more alternating optimisers: a GAN is two phases
+of one stage, not a second loop), then its `fit` (density, memory bank).
 `predict` scores a split in batches into image scores [N] and maps [N, H, W] (None for methods
 without maps). Both work on the uint8 arrays of `medad.data.loading` and convert batch by batch.
 """
@@ -108,8 +109,15 @@ def train(
     method.rng = np.random.default_rng(seed)
     method.to(dev)
     gen = torch.Generator().manual_seed(seed)
-    stages: list[Stage] = method.stages()
+
+    def train_batches() -> Iterator[torch.Tensor]:
+        for idx in _batches(len(data), bs, None):
+            yield to_float(data.images[idx], pre, dev)
+
     bs = method.config.batch_size
+    with torch.no_grad():
+        method.prepare(train_batches)
+    stages: list[Stage] = method.stages()
     history = TrainHistory()
     start = time.perf_counter()
     total = sum(s.epochs * math.ceil(len(data) / bs) for s in stages)
@@ -153,11 +161,6 @@ def train(
                     text = " ".join(f"{k}={v:.5g}" for k, v in means.items())
                     log(f"stage {stage.name} epoch {epoch + 1}/{stage.epochs} {text}")
     method.eval()
-
-    def train_batches() -> Iterator[torch.Tensor]:
-        for idx in _batches(len(data), bs, None):
-            yield to_float(data.images[idx], pre, dev)
-
     with torch.no_grad():
         method.fit(train_batches)
     history.seconds = time.perf_counter() - start

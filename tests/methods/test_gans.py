@@ -76,6 +76,35 @@ def test_ganomaly_score_is_the_latent_distance_in_eval_mode():
     np.testing.assert_allclose(alone, by_hand[:5], rtol=1e-4, atol=1e-7)
 
 
+def test_ganomaly_has_the_studys_networks():
+    # MedIAnomaly's GANomaly (reconstruction/networks/ganomaly.py) at 64 px grayscale: the AE's
+    # conv blocks, FC layers without BatchNorm, a discriminator with an FC(1024) → ReLU feature
+    # layer
+    method = method_class("ganomaly")(build_config(method_class("ganomaly"), {}), 1)
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in method.modules())
+
+    def count(module: nn.Module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    bn = 2 * (16 + 32 + 64 + 64)
+    conv_encoder = 1 * 16 * 16 + 16 * 32 * 16 + 32 * 64 * 16 + 64 * 64 * 16 + bn
+    conv_decoder = 64 * 64 * 16 + 64 * 32 * 16 + 32 * 16 * 16 + 16 * 1 * 16 + bn - 2 * 64
+    fc_encode = (1024 * 1024 + 1024) + (1024 * 16 + 16)
+    fc_decode = (16 * 1024 + 1024) + (1024 * 1024 + 1024)
+    assert count(method.autoencoder) == conv_encoder + fc_encode + fc_decode + conv_decoder
+    assert count(method.autoencoder) == 2_351_184 - 4 * 1024  # the AE less its two BatchNorm1d
+    assert count(method.encoder2) == conv_encoder + fc_encode
+    assert count(method.discriminator) == conv_encoder + (1024 * 1024 + 1024) + (1024 + 1)
+    x = torch.randn(3, 1, 64, 64)
+    method.eval()
+    with torch.no_grad():
+        f = method.discriminator.features(x)
+        assert f.shape == (3, 1024) and float(f.min()) >= 0.0  # after the FC layer's ReLU
+        torch.testing.assert_close(method.discriminator(x), method.discriminator.head(f)[:, 0])
+    config = build_config(method_class("ganomaly"), {})
+    assert (config.beta1, config.rec_loss, config.lr) == (0.9, "l2", 1e-3)  # the study's recipe
+
+
 def test_gradient_penalty_of_a_linear_critic_is_the_weight_norm_gap():
     torch.manual_seed(0)
     critic = nn.Sequential(nn.Flatten(), nn.Linear(12, 1))

@@ -18,13 +18,12 @@ from __future__ import annotations
 from pydantic import Field
 from torch import nn
 
-from medad.methods.base import MethodConfig, register
+from medad.methods.base import register
 from medad.methods.parts.autoencoder import AutoEncoder
-from medad.methods.parts.recon import ReconstructionAE
-from medad.methods.parts.scoring import MapScoreConfig
+from medad.methods.parts.recon import ReconstructionAE, ReconstructionConfig
 
 
-class AESpatialConfig(MethodConfig, MapScoreConfig):
+class AESpatialConfig(ReconstructionConfig):
     latent_channels: int = Field(16, ge=1)
     """Channels of the S/16 × S/16 latent map (MedIAnomaly code: 16; 1 matches the AE's size)."""
     base_width: int = Field(16, ge=1)
@@ -63,7 +62,7 @@ class AESpatial(ReconstructionAE):
     )
     Config = AESpatialConfig
 
-    def build_network(self, config: AESpatialConfig, channels: int) -> nn.Module:
+    def build_network(self, config: AESpatialConfig, channels: int) -> nn.Module:  # type: ignore[override]
         return AutoEncoder(
             channels,
             config.image_size,

@@ -30,15 +30,7 @@ class AEU(ReconstructionAE):
     Config = AEUConfig
 
     def build_network(self, config: AEUConfig, channels: int) -> nn.Module:
-        c = config
-        return AutoEncoder(
-            channels,
-            c.image_size,
-            c.latent_size,
-            c.base_width,
-            c.mid_size,
-            out_channels=2 * channels,
-        )
+        return AutoEncoder.from_config(config, channels, out_channels=2 * channels)
 
     def reconstruct_with_log_var(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x̂, log σ²), each [B, C, H, W]."""

@@ -20,8 +20,8 @@ DTD's ``images/``. Grayscale stays 1-channel (DRAEM's MVTec images are RGB).
 
 Scores (DRAEM's ``test_DRAEM.py``): the anomaly map is the softmax probability of the anomaly
 class, unsmoothed; the image score is the maximum of that map after a `smoothing_kernel` × kernel
-mean filter (21 px at 256 px). PAPER.md's general rule, the mean of the map, is available as
-``image_score="mean"``.
+mean filter (21 px at 256 px), ``image_score="smoothed_max"``. PAPER.md's general rule, the mean
+of the map, is ``image_score="mean"``; ``"max"`` is the plain maximum of the map, as everywhere.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from torch import nn
 from medad.anomalies.textures import load_texture_folder
 from medad.data.loading import Preprocess
 from medad.methods.base import Method, MethodConfig, ScoreOutput, register
+from medad.methods.parts.scoring import reduce_map
 from medad.methods.parts.ssim import ssim_map
 from medad.methods.parts.synthetic_batch import synthesize_batch
 
@@ -59,8 +60,9 @@ class DRAEMConfig(MethodConfig):
     """γ of the focal loss (DRAEM: 2)."""
     smoothing_kernel: int = Field(21, ge=1)
     """Side of the mean filter before the image-level maximum (DRAEM: 21 at 256 px); odd."""
-    image_score: Literal["max", "mean"] = "max"
-    """max of the mean-filtered map (DRAEM) or mean of the map (PAPER.md's general rule)."""
+    image_score: Literal["smoothed_max", "mean", "max"] = "smoothed_max"
+    """smoothed_max: max of the mean-filtered map (DRAEM); mean of the map (PAPER.md's general
+    rule); max: the plain max of the map."""
     texture_dir: str | None = None
     """Folder of texture images (e.g. DTD's ``images/``); None: procedural textures."""
     texture_limit: int | None = Field(None, ge=1)
@@ -232,8 +234,8 @@ class DRAEM(Method):
 
     def score(self, x: torch.Tensor) -> ScoreOutput:
         maps = torch.softmax(self(x)[1], dim=1)[:, 1]
-        if self.config.image_score == "mean":
-            return ScoreOutput(maps.flatten(1).mean(dim=1), maps)
+        if self.config.image_score != "smoothed_max":
+            return ScoreOutput(reduce_map(maps, self.config.image_score), maps)
         k = self.config.smoothing_kernel
         smooth = F.avg_pool2d(maps[:, None], k, stride=1, padding=k // 2)
         return ScoreOutput(smooth.flatten(1).amax(dim=1), maps)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from medad.methods.base import Method, MethodConfig, Phase, ScoreOutput, Stage, register
-from medad.methods.parts.autoencoder import AutoEncoder
+from medad.methods.parts.autoencoder import AutoEncoder, BackboneConfig
 from medad.methods.parts.gan import (
     Discriminator,
     gradient_penalty,
@@ -48,7 +48,7 @@ from medad.methods.parts.gan import (
 GAN_SHARE = 0.8
 
 
-class FAnoGANConfig(MethodConfig):
+class FAnoGANConfig(MethodConfig, BackboneConfig):
     lr: float = Field(1e-4, gt=0)
     """Adam learning rate of the critic and the generator (f-AnoGAN / WGAN-GP: 1e-4)."""
     beta1: float = Field(0.0, ge=0, lt=1)
@@ -69,10 +69,6 @@ class FAnoGANConfig(MethodConfig):
     """Weight κ of the feature term in the izi_f loss and the score (f-AnoGAN: 1)."""
     latent_size: int = Field(128, ge=1)
     """Size of the noise / latent z (f-AnoGAN: 128)."""
-    base_width: int = Field(16, ge=1)
-    """Channels of the first encoder block; the others are 2×, 4×, 4× (PAPER.md)."""
-    mid_size: int = Field(1024, ge=1)
-    """Width of the hidden FC layer of the bottleneck (PAPER.md: 1024)."""
 
     def stage_epochs(self) -> tuple[int, int]:
         """(GAN epochs, encoder epochs), filling the unset ones from `epochs`."""
@@ -90,9 +86,7 @@ class FAnoGAN(Method):
     def __init__(self, config: FAnoGANConfig, channels: int) -> None:
         super().__init__(config, channels)
         c = config
-        self.autoencoder = AutoEncoder(
-            channels, c.image_size, c.latent_size, c.base_width, c.mid_size
-        )  # encode = E, decode (+ tanh) = G
+        self.autoencoder = AutoEncoder.from_config(c, channels)  # encode = E, decode (+ tanh) = G
         self.critic = Discriminator(channels, c.image_size, c.base_width, norm="layer")
 
     def encoder_parameters(self) -> list[torch.nn.Parameter]:

@@ -1,27 +1,32 @@
 """GANomaly (Akçay, Atapour-Abarghouei, Breckon, ACCV 2018; PAPER.md, method table, row "GANomaly").
 
-An encoder-decoder-encoder generator on the paper's backbone: E1 encodes x to z, G decodes z to x̂
-(E1 + G are exactly the paper's AE) and a second encoder E2 encodes x̂ to ẑ. A discriminator built
-from the same encoder blocks (`parts.gan.Discriminator`, BatchNorm) tells x from x̂.
+An encoder-decoder-encoder generator on the paper's backbone, as MedIAnomaly builds it
+(``reconstruction/networks/ganomaly.py``): E1 encodes x to z, G decodes z to x̂ and a second encoder
+E2 encodes x̂ to ẑ; E1 + G are the paper's AE and E2 its encoding half, except that the fully
+connected layers have no BatchNorm (FC(1024) → ReLU → FC, the study's GANomaly networks). The
+discriminator (`parts.gan.Discriminator`) is the AE's encoder blocks (BatchNorm) → FC(1024) → ReLU
+→ linear logit, and its *features* for feature matching are the FC(1024) → ReLU output, where the
+study takes them.
 
 Training is one stage of two alternating phases per batch (GANomaly, Sec. 3):
-- ``generator`` (E1, G, E2): w_adv·‖f(x) − f(x̂)‖² (feature matching on the discriminator's last
-  features) + w_rec·|x − x̂| (L1) + w_enc·‖z − ẑ‖², weights 1, 50, 1 (PAPER.md; GANomaly);
+- ``generator`` (E1, G, E2): w_adv·‖f(x) − f(x̂)‖² (feature matching on the discriminator's
+  features) + w_rec·‖x − x̂‖² + w_enc·‖z − ẑ‖², weights 1, 50, 1 (PAPER.md; MedIAnomaly's
+  ``GANomalyLoss``; GANomaly's own code uses |x − x̂| for the reconstruction term);
 - ``discriminator``: BCE, real → 1 and x̂ → 0, on the x̂ the generator phase made from the same
-  batch (cached between the two phases). As in GANomaly's code, the discriminator is
-  re-initialised whenever its loss falls below 1e-5 (it has won and gives no gradient).
+  batch (cached between the two phases). As in GANomaly's and MedIAnomaly's code, the
+  discriminator is re-initialised whenever its loss falls below 1e-5 (it has won and gives no
+  gradient).
+
+Both phases use Adam with the study's lr 1e-3 and PyTorch's default betas (0.9, 0.999), as
+MedIAnomaly's ``GanomalyWorker`` does; GANomaly itself used lr 2e-4, β₁ 0.5 and L1 (``lr``,
+``beta1``, ``rec_loss`` select that recipe).
 
 Score = ‖z − ẑ‖² averaged over the latent dimensions; there is no anomaly map.
 
-Deviations from the public MedIAnomaly code, on purpose:
-- it scored in *train* mode (BatchNorm used each test batch's statistics, so a score depended on
-  the other images of its batch); medad scores in eval mode like every other method;
-- it used Adam's default β₁ 0.9 and an L2 reconstruction term; medad follows GANomaly there
-  (β₁ 0.5, L1) and keeps the study's lr 1e-3 (PAPER.md's setting for the whole family; GANomaly
-  itself used 2e-4, which at small budgets learned too little: on a 96-image synth-brain, 30 epochs
-  at 2e-4 ranked anomalies at chance); ``lr``, ``beta1`` and ``rec_loss`` select either recipe;
-- its discriminator added FC(1024) → BN → ReLU after the blocks; medad's features are the last
-  block's output, an intermediate discriminator layer as in GANomaly's own feature matching.
+Deviation from the public MedIAnomaly code, on purpose: it scored in *train* mode at batch size 1
+(the convolutional BatchNorm used each test image's own statistics; the reason its FC layers have
+no BatchNorm, which cannot normalise one sample); medad scores in eval mode like every other
+method, so a score never depends on how the test set is batched (PAPER.md, "Known defects").
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from medad.methods.base import Method, MethodConfig, Phase, ScoreOutput, Stage, register
-from medad.methods.parts.autoencoder import AutoEncoder
+from medad.methods.parts.autoencoder import AutoEncoder, BackboneConfig
 from medad.methods.parts.gan import (
     Discriminator,
     LatentEncoder,
@@ -45,25 +50,20 @@ from medad.methods.parts.gan import (
 D_RESET_THRESHOLD = 1e-5
 
 
-class GANomalyConfig(MethodConfig):
+class GANomalyConfig(MethodConfig, BackboneConfig):
     lr: float = Field(1e-3, gt=0)
     """Adam learning rate of both phases (PAPER.md and MedIAnomaly's code: 1e-3; GANomaly: 2e-4)."""
-    beta1: float = Field(0.5, ge=0, lt=1)
-    """Adam β₁ of both phases (GANomaly / DCGAN: 0.5; MedIAnomaly's code used 0.9); β₂ = 0.999."""
-    latent_size: int = Field(16, ge=1)
-    """Size of the latent z (PAPER.md: 16, as the AE)."""
-    base_width: int = Field(16, ge=1)
-    """Channels of the first encoder block; the others are 2×, 4×, 4× (PAPER.md)."""
-    mid_size: int = Field(1024, ge=1)
-    """Width of the hidden FC layer of the bottlenecks (PAPER.md: 1024)."""
+    beta1: float = Field(0.9, ge=0, lt=1)
+    """Adam β₁ of both phases (MedIAnomaly's code: PyTorch's default 0.9; GANomaly / DCGAN: 0.5);
+    β₂ = 0.999."""
     w_adv: float = Field(1.0, ge=0)
     """Weight of the feature-matching adversarial loss (PAPER.md, GANomaly: 1)."""
     w_rec: float = Field(50.0, ge=0)
     """Weight of the reconstruction loss (PAPER.md, GANomaly: 50)."""
     w_enc: float = Field(1.0, ge=0)
     """Weight of the latent consistency loss ‖z − ẑ‖² (PAPER.md, GANomaly: 1)."""
-    rec_loss: Literal["l1", "l2"] = "l1"
-    """Reconstruction distance: GANomaly's L1, or the L2 of MedIAnomaly's code."""
+    rec_loss: Literal["l1", "l2"] = "l2"
+    """Reconstruction distance: the L2 of MedIAnomaly's code, or GANomaly's L1."""
 
 
 @register("ganomaly")
@@ -75,13 +75,13 @@ class GANomaly(Method):
     def __init__(self, config: GANomalyConfig, channels: int) -> None:
         super().__init__(config, channels)
         c = config
-        self.autoencoder = AutoEncoder(
-            channels, c.image_size, c.latent_size, c.base_width, c.mid_size
-        )  # E1 and G
+        self.autoencoder = AutoEncoder.from_config(c, channels, fc_batch_norm=False)  # E1 and G
         self.encoder2 = LatentEncoder(
-            channels, c.image_size, c.latent_size, c.base_width, c.mid_size
+            channels, c.image_size, c.latent_size, c.base_width, c.mid_size, batch_norm=False
         )
-        self.discriminator = Discriminator(channels, c.image_size, c.base_width, norm="batch")
+        self.discriminator = Discriminator(
+            channels, c.image_size, c.base_width, norm="batch", hidden=c.mid_size
+        )
         #: (input batch, its detached x̂) from the last generator phase, for the discriminator phase
         self._fake: tuple[torch.Tensor, torch.Tensor] | None = None
 

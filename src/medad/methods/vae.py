@@ -14,7 +14,6 @@ public code samples z at test time too, so its scores vary from run to run of th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
 
 import torch
 from pydantic import Field
@@ -47,10 +46,7 @@ class VAE(ReconstructionAE):
     config: VAEConfig
 
     def build_network(self, config: MethodConfig, channels: int) -> VariationalAutoEncoder:
-        c = cast(VAEConfig, config)
-        return VariationalAutoEncoder(
-            channels, c.image_size, c.latent_size, c.base_width, c.mid_size
-        )
+        return VariationalAutoEncoder.from_config(config, channels)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """The decoding of the posterior mean μ (deterministic; used for every score)."""

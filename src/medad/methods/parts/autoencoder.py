@@ -9,9 +9,24 @@ last without BN/ReLU. At 64×64 grayscale with latent 16 this is 2.35 M paramete
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
+from pydantic import BaseModel, Field
 from torch import nn
+
+from medad.methods.base import MethodConfig
+
+
+class BackboneConfig(BaseModel):
+    """Config fields of the paper's AE backbone (mixed into a method's config)."""
+
+    latent_size: int = Field(16, ge=1)
+    """Size of the FC bottleneck (PAPER.md: 16; the latent-size study varies it 1…128)."""
+    base_width: int = Field(16, ge=1)
+    """Channels of the first encoder block; the others are 2×, 4×, 4× (PAPER.md)."""
+    mid_size: int = Field(1024, ge=1)
+    """Width of the hidden FC layer of the bottleneck (PAPER.md: 1024)."""
 
 
 def down_block(cin: int, cout: int) -> nn.Sequential:
@@ -62,26 +77,31 @@ class ConvDecoder(nn.Module):
         return self.blocks(h)
 
 
-class FCBottleneck(nn.Module):
-    """flatten → FC(mid) → BN → ReLU → FC(latent); and the mirror from the latent back."""
+def fc_layers(cin: int, mid: int, cout: int, batch_norm: bool = True) -> list[nn.Module]:
+    """FC(mid) → BN → ReLU → FC(cout); without the BN where a network has none (GANomaly)."""
+    norm: list[nn.Module] = [nn.BatchNorm1d(mid)] if batch_norm else []
+    return [nn.Linear(cin, mid), *norm, nn.ReLU(inplace=True), nn.Linear(mid, cout)]
 
-    def __init__(self, channels: int, side: int, latent_size: int = 16, mid: int = 1024) -> None:
+
+class FCBottleneck(nn.Module):
+    """flatten → FC(mid) → BN → ReLU → FC(latent); and the mirror from the latent back.
+
+    `batch_norm=False` drops the two BatchNorm1d layers (MedIAnomaly's GANomaly networks).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        side: int,
+        latent_size: int = 16,
+        mid: int = 1024,
+        batch_norm: bool = True,
+    ) -> None:
         super().__init__()
         self.shape = (channels, side, side)
         flat = channels * side * side
-        self.encode = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(flat, mid),
-            nn.BatchNorm1d(mid),
-            nn.ReLU(inplace=True),
-            nn.Linear(mid, latent_size),
-        )
-        self.decode_fc = nn.Sequential(
-            nn.Linear(latent_size, mid),
-            nn.BatchNorm1d(mid),
-            nn.ReLU(inplace=True),
-            nn.Linear(mid, flat),
-        )
+        self.encode = nn.Sequential(nn.Flatten(), *fc_layers(flat, mid, latent_size, batch_norm))
+        self.decode_fc = nn.Sequential(*fc_layers(latent_size, mid, flat, batch_norm))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decode_fc(z).view(z.shape[0], *self.shape)
@@ -93,6 +113,7 @@ class AutoEncoder(nn.Module):
     `out_channels` lets a decoder predict more than the image (AE-U adds a log-variance map).
     `bottleneck` swaps the FC bottleneck for another module with ``encode``/``decode`` (spatial,
     variational), built from (encoder channels, encoder output side) between encoder and decoder.
+    `fc_batch_norm=False` drops the BatchNorm of the FC bottleneck (GANomaly).
     """
 
     def __init__(
@@ -104,14 +125,26 @@ class AutoEncoder(nn.Module):
         mid: int = 1024,
         out_channels: int | None = None,
         bottleneck: Callable[[int, int], nn.Module] | None = None,
+        fc_batch_norm: bool = True,
     ) -> None:
         super().__init__()
         if image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16, got {image_size}")
         self.encoder = ConvEncoder(in_channels, base_width)
-        make = bottleneck or (lambda c, side: FCBottleneck(c, side, latent_size, mid))
+        make = bottleneck or (
+            lambda c, side: FCBottleneck(c, side, latent_size, mid, fc_batch_norm)
+        )
         self.bottleneck = make(self.encoder.out_channels, image_size // 16)
         self.decoder = ConvDecoder(out_channels or in_channels, base_width)
+
+    @classmethod
+    def from_config(cls, config: MethodConfig, channels: int, **options: Any) -> AutoEncoder:
+        """The paper's AE for a method config that includes `BackboneConfig`; `options` are the
+        constructor's other arguments (``out_channels``, ``fc_batch_norm``)."""
+        if not isinstance(config, BackboneConfig):
+            raise TypeError(f"{type(config).__name__} does not include BackboneConfig")
+        c = config
+        return cls(channels, config.image_size, c.latent_size, c.base_width, c.mid_size, **options)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.bottleneck.encode(self.encoder(x))

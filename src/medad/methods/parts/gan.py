@@ -4,12 +4,15 @@ Both networks are built from the paper's backbone blocks (PAPER.md, "Shared reco
 backbone": conv k4 s2 p1 → norm → ReLU with widths w, 2w, 4w, 4w), so a GAN here has the same
 capacity as the plain AE it is compared with.
 
-- `Discriminator`: the four encoder blocks, flattened (the *features*), then one linear logit. As in
-  GANomaly (Akçay et al. 2018, Sec. 3) and f-AnoGAN (Schlegl et al. 2019, Sec. 2.2) the features
-  used for feature matching are the input of the last layer. The norm is a choice: BatchNorm for
-  GANomaly's BCE discriminator; per-sample layer norm (or none) for a WGAN-GP critic, whose gradient
-  penalty is defined per sample and is wrong under BatchNorm (Gulrajani et al. 2017, Sec. 4).
-- `LatentEncoder`: the encoding half of the paper's AE (encoder blocks → FC(1024) → BN → ReLU →
+- `Discriminator`: the four encoder blocks, flattened, optionally a hidden FC → ReLU (`hidden`),
+  then one linear logit. As in GANomaly (Akçay et al. 2018, Sec. 3) and f-AnoGAN (Schlegl et al.
+  2019, Sec. 2.2) the *features* used for feature matching are the input of the last layer: the
+  flattened blocks, or the hidden FC layer's output where there is one (MedIAnomaly's GANomaly
+  discriminator: FC(1024) → ReLU, ``reconstruction/networks/ganomaly.py``). The norm is a choice:
+  BatchNorm for GANomaly's BCE discriminator; per-sample layer norm (or none) for a WGAN-GP critic,
+  whose gradient penalty is defined per sample and is wrong under BatchNorm (Gulrajani et al. 2017,
+  Sec. 4).
+- `LatentEncoder`: the encoding half of the paper's AE (encoder blocks → FC(1024) → [BN] → ReLU →
   FC(latent)), for networks that need an encoder without a decoder (GANomaly's second encoder).
 - Losses: the non-saturating BCE discriminator loss, feature matching, the Wasserstein critic and
   generator losses and the gradient penalty.
@@ -24,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medad.methods.parts.autoencoder import ConvEncoder, down_block, widths
+from medad.methods.parts.autoencoder import ConvEncoder, down_block, fc_layers, widths
 
 Norm = Literal["batch", "layer", "none"]
 
@@ -47,20 +50,30 @@ def critic_block(cin: int, cout: int, norm: Norm) -> nn.Sequential:
 
 
 class Discriminator(nn.Module):
-    """Four critic blocks → flatten (features, 4w·(S/16)² values) → linear logit [B]."""
+    """Four critic blocks → flatten → [FC(hidden) → ReLU] (the features) → linear logit [B]."""
 
     def __init__(
-        self, in_channels: int, image_size: int = 64, base_width: int = 16, norm: Norm = "batch"
+        self,
+        in_channels: int,
+        image_size: int = 64,
+        base_width: int = 16,
+        norm: Norm = "batch",
+        hidden: int | None = None,
     ) -> None:
         super().__init__()
         w = widths(base_width)
         chans = [in_channels, *w]
         self.blocks = nn.Sequential(*(critic_block(chans[i], chans[i + 1], norm) for i in range(4)))
-        self.head = nn.Linear(w[-1] * (image_size // 16) ** 2, 1)
+        flat = w[-1] * (image_size // 16) ** 2
+        self.hidden = (
+            nn.Sequential(nn.Linear(flat, hidden), nn.ReLU(inplace=True)) if hidden else None
+        )
+        self.head = nn.Linear(hidden or flat, 1)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The flattened output of the last block [B, F]: what feature matching compares."""
-        return self.blocks(x).flatten(1)
+        """The input of the last layer [B, F]: what feature matching compares."""
+        h = self.blocks(x).flatten(1)
+        return self.hidden(h) if self.hidden is not None else h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits [B] (no sigmoid: the BCE loss takes logits, a WGAN critic is unbounded)."""
@@ -83,14 +96,12 @@ class LatentEncoder(nn.Module):
         latent_size: int = 16,
         base_width: int = 16,
         mid: int = 1024,
+        batch_norm: bool = True,
     ) -> None:
         super().__init__()
         self.conv = ConvEncoder(in_channels, base_width)
         flat = self.conv.out_channels * (image_size // 16) ** 2
-        self.fc = nn.Sequential(
-            nn.Flatten(), nn.Linear(flat, mid), nn.BatchNorm1d(mid), nn.ReLU(inplace=True),
-            nn.Linear(mid, latent_size),
-        )  # fmt: skip
+        self.fc = nn.Sequential(nn.Flatten(), *fc_layers(flat, mid, latent_size, batch_norm))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.conv(x))

@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, Field
 
+from medad.methods.base import ScoreOutput
+
 ImageScore = Literal["mean", "max", "topk"]
 
 
@@ -36,3 +38,8 @@ def reduce_map(
         return flat.amax(dim=1)
     k = max(1, round(topk_fraction * flat.shape[1]))
     return flat.topk(k, dim=1).values.mean(dim=1)
+
+
+def map_scores(maps: torch.Tensor, config: MapScoreConfig) -> ScoreOutput:
+    """`ScoreOutput` of maps [B, H, W], image scores by the config's `image_score` rule."""
+    return ScoreOutput(reduce_map(maps, config.image_score, config.topk_fraction), maps)
