@@ -155,6 +155,8 @@ def methods(
 ) -> None:
     """List the registered methods: name, family, one-line description."""
     from medad.methods.base import MethodConfig, method_infos
+    from medad.methods.budgets import describe_budget
+    from medad.methods.optimisation import optimisation_summary
     from medad.methods.parts.scoring import MapScoreConfig
 
     infos = method_infos(family)
@@ -166,6 +168,8 @@ def methods(
     table.add_column("description")
     if details:
         table.add_column("parameters (1 channel, default size)", justify="right")
+        table.add_column("epochs (per dataset)")
+        table.add_column("optimiser; schedule")
         table.add_column("config defaults")
     for info in infos:
         cells = [info.name, info.family, info.description]
@@ -176,6 +180,7 @@ def methods(
                 cells.append(f"{n:,}")
             except MedadError as exc:  # e.g. pretrained weights not available
                 cells.append(f"n/a ({exc})")
+            cells += [describe_budget(info.cls), "; ".join(optimisation_summary(config))]
             values = config.model_dump()
             common = set(MethodConfig.model_fields) | set(MapScoreConfig.model_fields)
             order = [k for k in values if k not in common] + [k for k in values if k in common]

@@ -113,6 +113,9 @@ class Method(nn.Module):
     family: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Config: ClassVar[type[MethodConfig]] = MethodConfig
+    #: the epoch budget it follows (`medad.methods.budgets`): a key of ``BUDGETS``, ``"own"``
+    #: (its config's ``epochs`` on every dataset) or None (its family's entry, if any)
+    budget: ClassVar[str | None] = None
 
     def __init__(self, config: MethodConfig, channels: int) -> None:
         super().__init__()
@@ -192,13 +195,6 @@ def method_class(name: str) -> type[Method]:
     if name not in _METHODS:
         raise MedadError(f"unknown method {name!r}; known methods: {', '.join(sorted(_METHODS))}")
     return _METHODS[name]
-
-
-def uses_study_schedule(cls: type[Method]) -> bool:
-    """Whether a method trains for the study's shared budget (250 epochs by default), so that a
-    dataset's own budget (Brain Tumor: 600; the embedded data: 50) replaces it. Methods with a
-    schedule of their own (DRAEM 700, two-stage SSL 100, frozen features 0) keep theirs."""
-    return cls.Config.model_fields["epochs"].default == MethodConfig.model_fields["epochs"].default
 
 
 def expand_dotted(cls: type[Method], values: dict[str, Any]) -> dict[str, Any]:

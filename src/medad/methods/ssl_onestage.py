@@ -90,6 +90,7 @@ class OneStageSSL(Method):
     """Shared base: segment synthetic anomalies of `anomaly_kind` with a ResNet18 U-Net."""
 
     family = "self-supervised"
+    budget = "one-stage-ssl"
     Config = OneStageSSLConfig
     #: generator name in `medad.anomalies.GENERATORS`
     anomaly_kind: ClassVar[str] = ""
