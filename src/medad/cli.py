@@ -282,9 +282,17 @@ def bench(
     device: Annotated[
         str | None, typer.Option(help="Device of every cell (default: the file's).")
     ] = None,
+    plan: Annotated[
+        bool,
+        typer.Option("--plan", help="Only list the cells it would run (no data, nothing written)."),
+    ] = False,
+    json_: Annotated[bool, typer.Option("--json", help="With --plan: one JSON list.")] = False,
 ) -> None:
     """Run every (method, dataset, seed) cell of an experiment; re-running resumes."""
     from medad.bench import load_experiment, plan_cells, run_grid
+
+    if plan:
+        return _print_plan(config, quick, data_root, json_)
     from medad.results.store import ResultsStore
     from medad.results.tables import summarize, to_rich
 
@@ -333,6 +341,27 @@ def bench(
         console.print(to_rich(summarize(rows, metrics), title=exp.name))
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _print_plan(config: Path, quick: bool, data_root: Path | None, as_json: bool) -> None:
+    """`bench --plan`: every cell with its budget and optimisation, without opening any data."""
+    from medad.bench import load_experiment, plan_cells, plan_rows
+
+    try:
+        exp = load_experiment(config)
+        rows = plan_rows(plan_cells(exp, quick=quick, data_root=data_root, open_data=False))
+    except MedadError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        print(json.dumps(rows))
+        return
+    columns = ["label", "dataset", "seed", "epochs", "image_size", "batch_size", "optimiser"]
+    out = Table(title=f"{exp.name}: {len(rows)} cells (plan)")
+    for col in [*columns, "schedule", "run_id"]:
+        out.add_column(col.replace("_", " "))
+    for row in rows:
+        out.add_row(*(str(row[c]) for c in [*columns, "schedule", "run_id"]))
+    console.print(out)
 
 
 @app.command()

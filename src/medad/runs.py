@@ -33,7 +33,7 @@ import yaml
 import medad
 from medad import engine
 from medad.atomic import replace_dir, write_text
-from medad.data.base import get_dataset
+from medad.data.base import dataset_infos, get_dataset
 from medad.data.loading import load_split
 from medad.errors import MedadError
 from medad.evaluation import evaluate
@@ -135,8 +135,18 @@ class PlannedRun:
         )
 
 
-def plan(spec: RunSpec, data_root: Path | None = None) -> PlannedRun:
-    """Resolve and validate `spec` (method, dataset, config) without training anything."""
+def plan(spec: RunSpec, data_root: Path | None = None, *, open_data: bool = True) -> PlannedRun:
+    """Resolve and validate `spec` (method, dataset, config) without training anything.
+
+    With ``open_data=False`` the dataset is only checked to be registered, not opened (its
+    `dataset` is None), so a grid can be planned on a machine without the data."""
+    if not open_data:
+        if spec.dataset not in {i.name for i in dataset_infos()}:
+            known = ", ".join(sorted(i.name for i in dataset_infos()))
+            raise MedadError(f"unknown dataset {spec.dataset!r}; known datasets: {known}")
+        config, resolved = resolve_config(spec)
+        chash = config_hash(resolved)
+        return PlannedRun(spec, run_id_of(spec, chash), chash, resolved, None, config)
     data_root = data_root if data_root is not None else default_data_root()
     dataset, config, resolved = resolve(spec, data_root)
     chash = config_hash(resolved)

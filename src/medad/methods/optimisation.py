@@ -128,6 +128,8 @@ class OptimiserConfig(BaseModel):
 
 def optimisation_summary(config: BaseModel) -> tuple[str, str]:
     """(optimiser, schedule) of a method config as short texts, for plans and listings."""
+    if getattr(config, "epochs", None) == 0:
+        return "none (not trained)", "none"
     if isinstance(config, OptimiserConfig):
         opt = config.optimizer
         if config.optimizer == "sgd":
