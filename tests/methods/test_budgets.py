@@ -7,8 +7,10 @@ import pytest
 from typer.testing import CliRunner
 
 from medad.cli import app
-from medad.methods.base import method_class
+from medad.errors import MedadError
+from medad.methods.base import build_config, method_class
 from medad.methods.budgets import budget_epochs, describe_budget
+from medad.methods.optimisation import Schedule
 from medad.runs import RunSpec, resolve_config
 
 
@@ -111,3 +113,19 @@ def test_stages_carry_the_studys_optimiser_and_schedule(method, optimizer, lr, k
         assert (phase.schedule.milestones, phase.schedule.gamma) == ((0.8, 0.9), 0.2)
     if optimizer == "sgd":
         assert (phase.momentum, phase.weight_decay) == (0.9, 3e-5)
+
+
+def test_schedule_fields_are_overridable_and_checked():
+    cls = method_class("nsa")
+    assert build_config(cls, {"schedule.eta_min": 0.0}).schedule == Schedule(kind="cosine")
+    assert build_config(cls, {"schedule": "constant"}).schedule == Schedule()
+    two = build_config(method_class("cutpaste-2stage"), {"steps_per_epoch": None, "lr": 0.1})
+    assert (two.steps_per_epoch, two.lr, two.optimizer) == (None, 0.1, "sgd")
+    with pytest.raises(MedadError, match="milestones"):
+        build_config(method_class("draem"), {"schedule.milestones": [0.9, 0.5]})
+    with pytest.raises(MedadError, match="nesterov"):
+        build_config(cls, {"nesterov": True})
+    with pytest.raises(MedadError, match="schedule"):
+        build_config(cls, {"schedule.kind": "linear"})
+    with pytest.raises(MedadError, match="optimizer"):
+        build_config(method_class("ae"), {"optimizer": "sgd"})  # constant Adam: no such field
