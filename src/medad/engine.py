@@ -199,9 +199,7 @@ def train(
             steps = stage.steps_per_epoch or per_pass
             opts = [build_optimizer(p) for p in stage.phases]
             scheds = [
-                build_scheduler(
-                    o, p.schedule, stage.epochs * (steps if p.schedule.per == "step" else 1)
-                )
+                build_scheduler(o, p.schedule, _schedule_length(stage, p, steps))
                 for p, o in zip(stage.phases, opts, strict=True)
             ]
             stream = _cycled_batches(len(data), bs, gen) if stage.steps_per_epoch else None
