@@ -42,11 +42,12 @@ from medad.atomic import (
     replace_dir,
     write_text,
 )
-from medad.data.base import get_dataset
+from medad.data.base import dataset_infos, get_dataset
 from medad.data.loading import load_split
 from medad.errors import MedadError, no_space_error
 from medad.evaluation import evaluate
-from medad.methods.base import build_config, method_class, uses_study_schedule
+from medad.methods.base import build_config, method_class
+from medad.methods.budgets import budget_epochs
 from medad.predictions import Predictions
 from medad.reproducibility import deterministic_mode, environment
 from medad.results.store import (
@@ -96,13 +97,13 @@ class RunningElsewhere(MedadError):
         self.lease = lease
 
 
-def resolve(spec: RunSpec, data_root: Path | None = None) -> tuple[Any, Any, dict[str, Any]]:
-    """Build the dataset and the validated method config; returns (dataset, config, resolved)."""
+def resolve_config(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
+    """The validated method config (the family's epoch budget on this dataset unless `epochs` is
+    overridden) and the resolved record the run id hashes; opens no data."""
     cls = method_class(spec.method)
-    dataset = get_dataset(spec.dataset, data_root, **spec.dataset_options)
     values = dict(spec.overrides)
-    if "epochs" not in values and dataset.default_epochs is not None and uses_study_schedule(cls):
-        values["epochs"] = dataset.default_epochs
+    if "epochs" not in values and (epochs := budget_epochs(cls, spec.dataset)) is not None:
+        values["epochs"] = epochs  # `medad.methods.budgets`
     config = build_config(cls, values)
     resolved = {
         "method": spec.method,
@@ -110,6 +111,13 @@ def resolve(spec: RunSpec, data_root: Path | None = None) -> tuple[Any, Any, dic
         "dataset_options": dict(sorted(spec.dataset_options.items())),
         "config": config.model_dump(),
     }
+    return config, resolved
+
+
+def resolve(spec: RunSpec, data_root: Path | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """Build the dataset and the validated method config; returns (dataset, config, resolved)."""
+    config, resolved = resolve_config(spec)
+    dataset = get_dataset(spec.dataset, data_root, **spec.dataset_options)
     return dataset, config, resolved
 
 
@@ -127,7 +135,8 @@ class PlannedRun:
     """A run whose configuration has been resolved and validated, before anything is trained."""
 
     spec: RunSpec
-    run_id: str
+    #: None only for a plan made without its data on disk (`plan(..., open_data=False)`)
+    run_id: str | None
     chash: str
     resolved: dict[str, Any]
     dataset: Any
@@ -153,11 +162,30 @@ class PlannedRun:
         )
 
 
-def plan(spec: RunSpec, data_root: Path | None = None) -> PlannedRun:
-    """Resolve and validate `spec` (method, dataset, config) without training anything."""
+def plan(spec: RunSpec, data_root: Path | None = None, *, open_data: bool = True) -> PlannedRun:
+    """Resolve and validate `spec` (method, dataset, config) without training anything.
+
+    With ``open_data=False`` (`medad bench --plan`) a grid can be planned on a machine without the
+    data: a dataset on disk is opened only if it is there, since its identity (folder, file names
+    and sizes) is part of the run id. When it is not, `dataset` is None and so is `run_id`: the id
+    is known only once the data is read, and no other id is made up in its place."""
     data_root = data_root if data_root is not None else default_data_root()
-    dataset, config, resolved = resolve(spec, data_root)
-    identity = dataset.identity()
+    if open_data:
+        dataset, config, resolved = resolve(spec, data_root)
+    else:
+        infos = {i.name: i for i in dataset_infos()}
+        if spec.dataset not in infos:
+            known = ", ".join(sorted(infos))
+            raise MedadError(f"unknown dataset {spec.dataset!r}; known datasets: {known}")
+        config, resolved = resolve_config(spec)
+        dataset = None
+        if infos[spec.dataset].needs_root:
+            try:
+                dataset = get_dataset(spec.dataset, data_root, **spec.dataset_options)
+            except MedadError:
+                chash = config_hash(resolved)
+                return PlannedRun(spec, None, chash, resolved, None, config)
+    identity = dataset.identity() if dataset is not None else None
     if identity is not None:  # data on disk: two folders are two datasets, never one run id
         resolved["data"] = identity
     chash = config_hash(resolved)
