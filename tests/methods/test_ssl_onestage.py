@@ -199,3 +199,15 @@ def test_network_output_matches_input_size() -> None:
         with torch.no_grad():
             assert net(torch.rand(2, 1, 56, 56)).shape == (2, 1, 56, 56)
             assert net(torch.rand(1, 1, 50, 70)).shape == (1, 1, 50, 70)
+
+
+def test_network_is_the_studys_plain_encoder_decoder_by_default() -> None:
+    """MedIAnomaly's ``resnet18_enc_dec`` has no skip connections; U-Net skips are an option."""
+    for name in ("cutpaste-1stage", "fpi", "pii", "nsa"):
+        cls = method_class(name)
+        assert not cls(build_config(cls, SMALL_SSL), 1).net.skips
+    assert ResNetUNet(1).skips is False
+    method = _method("nsa", skip_connections=True)
+    assert method.net.skips
+    plain, skipped = (sum(p.numel() for p in ResNetUNet(1, skips=s).parameters()) for s in (0, 1))
+    assert round(plain / 1e6, 1) == 11.5 and round(skipped / 1e6, 1) == 11.7
