@@ -501,7 +501,10 @@ def predict(
 def anomalies(
     kind: Annotated[
         str,
-        typer.Option(help="Generator: cutpaste, cutpaste-scar, fpi, pii, nsa, draem, anatpaste."),
+        typer.Option(
+            help="Generator: cutpaste, cutpaste-scar, cutpaste-shift, fpi, pii, nsa, draem, "
+            "anatpaste."
+        ),
     ],
     dataset: Annotated[
         str, typer.Option(help="Dataset whose training images are used.")

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from medad.anomalies import (
     GENERATORS,
@@ -109,7 +110,7 @@ def test_anomaly_nonempty_in_most_draws(kind: str) -> None:
 def test_registry_and_errors() -> None:
     image = brain(64, 0)
     assert set(GENERATORS) == {
-        "cutpaste", "cutpaste-scar", "fpi", "pii", "nsa", "draem", "anatpaste"
+        "cutpaste", "cutpaste-scar", "cutpaste-shift", "fpi", "pii", "nsa", "draem", "anatpaste"
     }  # fmt: skip
     rng = np.random.default_rng(0)
     with pytest.raises(MedadError, match="choose one of"):
@@ -142,6 +143,38 @@ def test_cutpaste_labels_are_binary_and_sized_by_the_paper() -> None:
         assert set(np.unique(scar)) <= {0.0, 1.0}
         scale = size / 256
         assert scar.sum() <= (16 * scale + 2) * (25 * scale + 2)
+
+
+def test_cutpaste_shift_copies_nsa_patches_of_the_image_unchanged() -> None:
+    """MedIAnomaly's one-stage CutPaste: NSA's patches (half-widths 0.05 + Gamma(2, 0.03)),
+    cut from the image itself, pasted as they are (no jitter, no resize) onto the object, where
+    the source or the target is object; binary label on the changed pixels."""
+    image = brain(128, 0)
+    objects = image > 20 / 255
+    for seed in range(20):
+        out, label = make_anomaly("cutpaste-shift", image, np.random.default_rng(seed))
+        patches = sample_nsa_patches(
+            image,
+            image,
+            np.random.default_rng(seed),
+            width_gamma=(2.0, 0.03, 0.05),
+            half_widths=True,
+            resize_bounds=None,
+            object_threshold=20 / 255,
+            min_object=0.7,
+            min_overlap=0.7,
+        )
+        assert 1 <= len(patches) <= 3
+        expected = image.copy()
+        for p in patches:
+            src, dst = p.source_box.slices, p.target_box.slices
+            assert p.source_box[2:] == p.target_box[2:]
+            assert objects[src].mean() > 0.7
+            copied = objects[src] | objects[dst]
+            expected[dst][copied] = image[src][copied]
+        changed = np.abs(expected - image) > 1 / 255
+        np.testing.assert_array_equal(out, np.where(changed, expected, image))
+        np.testing.assert_array_equal(label, changed.astype(np.float32))
 
 
 # --- FPI ------------------------------------------------------------------------------------
@@ -295,8 +328,9 @@ def test_pii_output_satisfies_poisson_inside_the_patch(channels: int, blend: str
     out, label = poisson_interpolate_patch(image, source, box, alpha, blend=blend)
     sl = box.slices
     f = out[sl].astype(np.float64).reshape(box.height, box.width, -1)
-    weights = (1 - alpha, alpha) if blend == "interpolated" else (1, 1)
-    div = guidance_divergence(image[sl], source[sl], *weights).reshape(f[1:-1, 1:-1].shape)
+    weights, mix = ((1 - alpha, alpha), 1.0) if blend == "interpolated" else ((1, 1), alpha)
+    div = guidance_divergence(image[sl], source[sl], *weights, mix=mix)
+    div = div.reshape(f[1:-1, 1:-1].shape)
     # Compare where neither the pixel nor its neighbours were clipped to [0, 1].
     free = (f > 0) & (f < 1)
     ok = free[1:-1, 1:-1] & free[:-2, 1:-1] & free[2:, 1:-1] & free[1:-1, :-2] & free[1:-1, 2:]
@@ -312,16 +346,32 @@ def test_pii_output_satisfies_poisson_inside_the_patch(channels: int, blend: str
     assert label[sl].mean() > 0.5
 
 
-def test_mixed_pii_does_not_depend_on_alpha() -> None:
+def test_mixed_pii_change_grows_with_alpha() -> None:
+    """MedIAnomaly's PII (OpenCV mixed cloning, mask ceil(255 alpha)) weights the stronger
+    gradient by alpha against the image's own: the patch changes little at alpha 0.1 and more
+    and more up to 0.9 (the study's code measures 5.7 / 27.9 / 50.1 grey levels)."""
     image, source = brain(64, 0), brain(64, 1)
     box = Box(10, 12, 30, 28)
-    low, label_low = poisson_interpolate_patch(image, source, box, 0.2, blend="mixed")
-    high, label_high = poisson_interpolate_patch(image, source, box, 0.9, blend="mixed")
-    np.testing.assert_array_equal(low, high)
-    np.testing.assert_array_equal(label_low > 0, label_high > 0)
-    assert set(np.unique(label_high)) == {0.0, np.float32(0.9)}
+    changes = []
+    for alpha in (0.1, 0.5, 0.9):
+        out, label = poisson_interpolate_patch(image, source, box, alpha, blend="mixed")
+        changes.append(np.abs(out[box.slices] - image[box.slices]).mean())
+        assert set(np.unique(label)) == {0.0, np.float32(alpha)}
+    assert changes[0] < changes[1] < changes[2]
+    assert changes[0] < 0.25 * changes[2]
+    # alpha 1 is NSA's plain mixed clone (weights 1, 1)
+    full, _ = poisson_interpolate_patch(image, source, box, 1.0, blend="mixed")
+    plain = np.clip(poisson_blend(image[box.slices], source[box.slices], 1.0, 1.0), 0, 1)
+    np.testing.assert_allclose(full[box.slices], plain, atol=1e-6)
     with pytest.raises(MedadError, match="blend"):
         poisson_interpolate_patch(image, source, box, 0.2, blend="normal")
+
+
+def test_pii_method_defaults_to_the_studys_mixed_blend() -> None:
+    from medad.methods.base import build_config, method_class
+
+    config = build_config(method_class("pii"), {})
+    assert config.anomaly_params["blend"] == "mixed"
 
 
 def test_pii_draws_a_box_and_alpha_then_blends() -> None:
@@ -504,24 +554,83 @@ def test_otsu_matches_brute_force() -> None:
     assert otsu_threshold(np.full((4, 4), 0.3)) == pytest.approx(0.3)
 
 
+def chest(size: int) -> np.ndarray:
+    """A chest-X-ray-like test image: bright body on black air, two dark lungs inside it."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    body = ((y - 0.55) / 0.5) ** 2 + ((x - 0.5) / 0.42) ** 2 < 1
+    lungs = np.zeros_like(body)
+    for cx in (0.32, 0.68):
+        lungs |= ((y - 0.5) / 0.28) ** 2 + ((x - cx) / 0.12) ** 2 < 1
+    img = np.where(body, 0.7 + 0.05 * np.sin(25 * x), 0.0)
+    img = np.where(lungs, 0.25 + 0.03 * np.cos(30 * y), img)
+    return img.astype(np.float32), lungs
+
+
 def test_foreground_mask_polarity() -> None:
     image = brain(64, 0)
-    bright = foreground_mask(image)
+    bright = foreground_mask(image, "bright")
     assert not bright[0, 0] and bright[32, 18]  # background corner, tissue beside the ventricle
     assert np.array_equal(foreground_mask(image, "dark"), ~bright)
     with pytest.raises(MedadError, match="bright"):
         foreground_mask(image, "middle")
 
 
+def test_anatpaste_default_foreground_is_the_lungs() -> None:
+    """The study's (and Sato et al.'s) rule: the dark Otsu class without the regions touching
+    the border, so the lungs of a chest X-ray and not the air around the body."""
+    from medad.methods.base import build_config, method_class
+
+    image, lungs = chest(128)
+    inner = foreground_mask(image)
+    assert (inner & lungs).sum() > 0.95 * lungs.sum()
+    assert not (inner & ~ndimage.binary_dilation(lungs, iterations=2)).any()
+    assert foreground_mask(image, "dark")[0, 0]  # the whole dark class includes the air
+    for seed in range(10):
+        out, label = make_anomaly("anatpaste", image, np.random.default_rng(seed))
+        assert label.any() and not label[~inner].any()
+    assert build_config(method_class("anatpaste"), {}).foreground == "dark-inner"
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_anatpaste_label_stays_inside_the_otsu_foreground(channels: int) -> None:
     image = brain(128, 0, channels)
-    fg = foreground_mask(image)
+    for polarity in ("dark-inner", "bright"):
+        fg = foreground_mask(image, polarity)
+        assert fg.any()
+        for seed in range(10):
+            out, label = make_anomaly(
+                "anatpaste", image, np.random.default_rng(seed), foreground=polarity
+            )
+            assert np.all(label[~fg] == 0)
+            assert np.array_equal(out[~fg], image[~fg])
+            assert label.max() <= 1.0
+    # no foreground at all: the patch goes anywhere, as in the authors' code
+    flat = np.zeros((64, 64), dtype=np.float32)
+    flat[:, 32:] = 0.5
+    out, label = make_anomaly("anatpaste", flat, np.random.default_rng(1), foreground="dark-inner")
+    assert not foreground_mask(flat).any() and label.any()
+
+
+def test_nsa_half_widths_follow_the_studys_medical_setting() -> None:
+    """MedIAnomaly's NSA draws half-widths 0.05 + Gamma(2, 0.03) of the side (3-40 %): sides
+    of 10-80 % with mean about 22 %, where the full-width draw gives 3-40 %, median under 20 %."""
+    from medad.methods.base import build_config, method_class
+
+    params = build_config(method_class("nsa"), {}).anomaly_params
+    assert params["width_gamma"] == (2.0, 0.03, 0.05) and params["half_widths"]
+    assert params["object_threshold"] == pytest.approx(20 / 255)
+    image = brain(128, 0)
+    study = {k: params[k] for k in ("width_bounds", "width_gamma", "half_widths")}
+    widths = [
+        p.source_box.width / 128
+        for seed in range(300)
+        for p in sample_nsa_patches(
+            image, image, np.random.default_rng(seed), object_threshold=None, **study
+        )
+    ]
+    assert min(widths) >= 0.09 and max(widths) <= 0.8
+    assert 0.19 < np.mean(widths) < 0.25
+    # without resizing the target box keeps the source's size
     for seed in range(20):
-        out, label = make_anomaly("anatpaste", image, np.random.default_rng(seed))
-        assert np.all(label[~fg] == 0)
-        assert np.array_equal(out[~fg], image[~fg])
-        assert label.max() <= 1.0
-    flat = np.full((64, 64), 0.4, dtype=np.float32)
-    out, label = make_anomaly("anatpaste", flat, np.random.default_rng(0))
-    assert np.array_equal(out, flat) and not label.any()
+        for p in sample_nsa_patches(image, image, np.random.default_rng(seed), resize_bounds=None):
+            assert p.target_box[2:] == p.source_box[2:]

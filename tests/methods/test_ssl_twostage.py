@@ -122,11 +122,14 @@ def test_anatpaste_ranks_planted_anomalies_above_normals():
 
 def test_cutpaste_variants_set_the_classes_and_pretrained_weights_freeze_first(fake_torch_home):
     cls = method_class("cutpaste-2stage")
-    three = cls(build_config(cls, {**SMALL, "epochs": 3}), channels=1)
+    default = cls(build_config(cls, {**SMALL, "epochs": 3}), channels=1)
+    assert default.head[-1].out_features == 2  # the study's binary normal vs CutPaste
+    assert default.anomaly_kinds() == ("cutpaste",)
+    three = cls(build_config(cls, {**SMALL, "epochs": 3, "variant": "3way"}), channels=1)
     assert three.head[-1].out_features == 3
     assert [(s.name, s.epochs) for s in three.stages()] == [("train", 3)]
     weights = next((fake_torch_home / "hub" / "checkpoints").iterdir())
-    config = {**SMALL, "variant": "binary", "epochs": 30, "weights": str(weights)}
+    config = {**SMALL, "epochs": 30, "weights": str(weights)}
     two = cls(build_config(cls, config), channels=1)
     assert two.head[-1].out_features == 2
     head, train = two.stages()

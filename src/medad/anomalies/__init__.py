@@ -11,7 +11,8 @@ Every generator is a pure function ``generator(image, rng, *, source=None, **par
   (H, W), in [0, 1]). The label is exactly 0 wherever the output equals the input (to `tol`), and
   the output equals the input wherever the label is 0.
 
-Names in `GENERATORS`: ``cutpaste``, ``cutpaste-scar`` (Li et al. 2021), ``fpi`` (Tan et al.
+Names in `GENERATORS`: ``cutpaste``, ``cutpaste-scar`` (Li et al. 2021), ``cutpaste-shift``
+(MedIAnomaly's one-stage CutPaste, NSA's shifted patches without blending), ``fpi`` (Tan et al.
 2020), ``pii`` (Tan et al. 2021), ``nsa`` (Schlüter et al. 2022), ``draem`` (Zavrtanik et al.
 2021), ``anatpaste`` (Sato et al. 2023).
 """
@@ -27,7 +28,7 @@ from numpy.typing import NDArray
 
 from medad.anomalies._imageops import Box
 from medad.anomalies.anatpaste import anatpaste, foreground_mask, otsu_threshold
-from medad.anomalies.cutpaste import cutpaste, cutpaste_scar
+from medad.anomalies.cutpaste import cutpaste, cutpaste_scar, cutpaste_shift
 from medad.anomalies.draem import augment_texture, draem, perlin_mask
 from medad.anomalies.fpi import (
     fpi,
@@ -55,6 +56,7 @@ AnomalyGenerator = Callable[..., tuple[NDArray[np.float32], NDArray[np.float32]]
 GENERATORS: dict[str, AnomalyGenerator] = {
     "cutpaste": cutpaste,
     "cutpaste-scar": cutpaste_scar,
+    "cutpaste-shift": cutpaste_shift,
     "fpi": fpi,
     "pii": pii,
     "nsa": nsa,
@@ -107,6 +109,7 @@ __all__ = [
     "augment_texture",
     "cutpaste",
     "cutpaste_scar",
+    "cutpaste_shift",
     "draem",
     "foreground_mask",
     "fpi",

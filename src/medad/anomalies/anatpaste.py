@@ -10,9 +10,17 @@ smoothly:
 
     alpha = weight * blur(shape) * foreground,   out = (1 - alpha) * image + alpha * patch.
 
-The foreground is an Otsu threshold of the image (the paper segments the lungs by Otsu
-thresholding; medad keeps the threshold and drops the paper's CXR-specific clean-up). Label: the
-blending weight alpha on changed pixels, a continuous label like FPI's.
+The foreground (`foreground_mask`) is by default the authors' lung segmentation, which
+MedIAnomaly's two-stage code (``ssl/two_stage/anatpaste.py``, ``LungSegment``) applies to every
+dataset: the dark class of an Otsu threshold (without pure black pixels), opened with a 3 x 3
+square, minus the regions touching the image border (the air around the body), dilated with a
+3 x 3 square, without regions smaller than 400 px of a 256 px image: on a chest X-ray, the lungs.
+Deviations: no CLAHE before the threshold (the authors equalise with ``equalize_adapthist``, clip
+0.01), 8-connected regions removed exactly (the authors blank a small region's bounding box).
+``foreground="bright"`` (the bright Otsu class: body vs air, e.g. brain tissue) and ``"dark"``
+(the whole dark class) are alternatives. An image whose foreground is empty gets the patch
+anywhere, as in the authors' code. Label: the blending weight alpha on changed pixels, a
+continuous label like FPI's.
 """
 
 from __future__ import annotations
@@ -36,6 +44,13 @@ from medad.errors import MedadError
 
 #: Image side (px) the paper's margin and blur sizes refer to (AnatPaste trains on 256 px CXRs).
 ANATPASTE_REFERENCE_SIZE = 256
+
+#: Foreground rules of `foreground_mask`.
+Foreground = Literal["dark-inner", "bright", "dark"]
+FOREGROUNDS: tuple[str, ...] = ("dark-inner", "bright", "dark")
+
+#: Smallest region (px of a 256 px image) the authors' lung segmentation keeps (``LungSegment``).
+MIN_REGION_AREA = 400
 
 
 def otsu_threshold(values: np.ndarray, nbins: int = 256) -> float:
@@ -62,16 +77,36 @@ def otsu_threshold(values: np.ndarray, nbins: int = 256) -> float:
 
 
 def foreground_mask(
-    image: np.ndarray, polarity: Literal["bright", "dark"] = "bright"
+    image: np.ndarray,
+    polarity: Foreground = "dark-inner",
+    *,
+    reference_size: int = ANATPASTE_REFERENCE_SIZE,
 ) -> NDArray[np.bool_]:
-    """Otsu foreground of an image's grayscale: the bright class, or the dark one (e.g. lungs)."""
+    """Where AnatPaste may paste, from an Otsu threshold of the image's grayscale.
+
+    ``dark-inner``: the authors' lung segmentation (module docstring): dark class, opened, minus
+    regions touching the border, dilated, regions under `MIN_REGION_AREA` px (of a
+    `reference_size` image) dropped; ``bright``: the bright class; ``dark``: the dark class.
+    """
     g = gray(np.asarray(image, dtype=np.float64))
     t = otsu_threshold(g)
     if polarity == "bright":
         return g > t
     if polarity == "dark":
         return g <= t
-    raise MedadError(f"`foreground` must be 'bright' or 'dark'; got {polarity!r}.")
+    if polarity != "dark-inner":
+        raise MedadError(f"`foreground` must be one of {', '.join(FOREGROUNDS)}; got {polarity!r}.")
+    square = np.ones((3, 3), dtype=bool)
+    dark = ndimage.binary_opening((g <= t) & (g > 0), structure=square)
+    regions, _ = ndimage.label(dark, structure=square)
+    border = np.unique(np.concatenate([regions[0], regions[-1], regions[:, 0], regions[:, -1]]))
+    inner = ndimage.binary_dilation(dark & ~np.isin(regions, border), structure=square)
+    regions, n = ndimage.label(inner, structure=square)
+    area = np.bincount(regions.ravel(), minlength=n + 1)
+    min_area = MIN_REGION_AREA * (min(g.shape) / reference_size) ** 2
+    keep = area >= min_area
+    keep[0] = False
+    return keep[regions]
 
 
 def anatpaste(
@@ -86,7 +121,7 @@ def anatpaste(
     margin: float = 10.0,
     reference_size: int = ANATPASTE_REFERENCE_SIZE,
     jitter: float = 0.1,
-    foreground: Literal["bright", "dark"] = "bright",
+    foreground: Foreground = "dark-inner",
     tol: float = 1e-6,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Paste a soft-edged CutPaste patch inside the Otsu foreground (Sato et al. 2023).
@@ -102,23 +137,24 @@ def anatpaste(
             so the blurred edge stays within the patch (reference code: 10; at least 1 px remains).
         reference_size: image side the pixel sizes refer to; they scale with the shorter side.
         jitter: colour-jitter strength of the patch (CutPaste: 0.1).
-        foreground: 'bright' (brain, body vs. air) or 'dark' (lung fields in a chest X-ray).
+        foreground: where to paste, see `foreground_mask`: 'dark-inner' (the authors' lung
+            segmentation, MedIAnomaly's rule on every dataset), 'bright' (body vs air) or 'dark'.
         tol: smallest change (any channel) that counts as modified.
 
     Returns:
         The anomalous image (float32, same shape) and the label alpha (float32, (H, W)), zero
-        outside the foreground. An image without foreground is returned unchanged.
+        outside the foreground (the whole image when the foreground is empty).
     """
     del source
     img = as_image(image)
     height, width = img.shape[:2]
-    fg = foreground_mask(img, foreground)
+    fg = foreground_mask(img, foreground, reference_size=reference_size)
+    if not fg.any():  # the authors' code then pastes anywhere
+        fg = np.ones_like(fg)
     h, w = sample_patch_size(rng, img.shape, area_ratio, aspect_ratio)
     cut = random_box(rng, img.shape, h, w)
     patch = colour_jitter(img[cut.slices], rng, jitter)
     fg_pixels = np.flatnonzero(fg)
-    if fg_pixels.size == 0:
-        return img.astype(np.float32), np.zeros((height, width), dtype=np.float32)
     cy, cx = np.unravel_index(fg_pixels[rng.integers(fg_pixels.size)], fg.shape)
 
     # The patch, centred on (cy, cx) and cropped by the image border.

@@ -1,12 +1,17 @@
 """CutPaste: cut a patch of the image and paste it elsewhere in the same image.
 
 Li, Sohn, Yoon, Pfister, "CutPaste: Self-Supervised Learning for Anomaly Detection and
-Localization", CVPR 2021, Sec. 3.1. Two variants:
+Localization", CVPR 2021, Sec. 3.1. Two variants, and the form MedIAnomaly's one-stage code uses:
 
 * ``cutpaste``: a rectangle of 2-15 % of the image area, aspect ratio log-uniform in
   [0.3, 1/0.3], colour-jittered and pasted at a uniformly random position;
 * ``cutpaste_scar``: a thin rectangle (width 2-16 px, length 10-25 px on the paper's 256 px
-  images, scaled here to the image size), colour-jittered, rotated by U(-45, 45) degrees.
+  images, scaled here to the image size), colour-jittered, rotated by U(-45, 45) degrees;
+* ``cutpaste_shift``: MedIAnomaly's one-stage CutPaste (``train_med.py``, setting ``CutPaste``:
+  NSA's ``patch_ex`` with ``same=True, shift=True, resize=False, mode='swap'``): up to three
+  patches of NSA's size distribution, each cut from the object of the image itself and pasted
+  unchanged (no jitter, no blending) at another place on the object. NSA's mode is called
+  "swap" but the source region is left as it was: the patch is copied, not exchanged.
 
 The label (used by the one-stage, pixel-level variant in medad) is 1 on pasted pixels whose value
 changed and 0 elsewhere; pasting background onto identical background is no anomaly.
@@ -23,10 +28,12 @@ from medad.anomalies._imageops import (
     channels_last,
     colour_jitter,
     finish_label,
+    gray,
     random_box,
     sample_patch_size,
     settle,
 )
+from medad.anomalies.poisson import sample_nsa_patches
 
 #: Image side (px) the paper's scar sizes refer to (CutPaste trains on 256 x 256 MVTec images).
 SCAR_REFERENCE_SIZE = 256
@@ -151,5 +158,70 @@ def cutpaste_scar(
     out = out[..., 0] if img.ndim == 2 else out
     label = np.zeros(img.shape[:2])
     label[y0:y1, x0:x1] = inside
+    out32, changed = settle(img, out, tol)
+    return out32, finish_label(label, changed)
+
+
+def cutpaste_shift(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    source: np.ndarray | None = None,
+    max_patches: int = 3,
+    width_bounds: tuple[float, float] = (0.03, 0.4),
+    width_gamma: tuple[float, float, float] = (2.0, 0.03, 0.05),
+    half_widths: bool = True,
+    object_threshold: float | None = 20 / 255,
+    min_object: float = 0.7,
+    min_overlap: float = 0.7,
+    tol: float = 1 / 255,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Copy up to `max_patches` patches of the image to other places on its object (MedIAnomaly).
+
+    The patches are NSA's (`medad.anomalies.poisson.sample_nsa_patches` on the image itself,
+    without resizing); the defaults are MedIAnomaly's ``train_med.py`` values (half-widths
+    0.05 + Gamma(2, 0.03) of the side within 3-40 %, object above 20 grey levels, 70 % object in
+    the source patch and 70 % overlap at the target). As in ``patch_ex``'s ``swap`` mode, a patch
+    replaces the target pixels where the source or the target is object (background pasted onto
+    background is not copied). Label 1 where some channel moved by more than `tol` (the study:
+    1 grey level), 0 elsewhere.
+
+    Args:
+        image: float image in [0, 1], (H, W) or (H, W, C).
+        rng: the only source of randomness.
+        source: unused (the patches come from the image itself); accepted for the common
+            signature.
+        max_patches, width_bounds, width_gamma, half_widths, object_threshold, min_object,
+            min_overlap: patch count, size and placement, see `sample_nsa_patches`.
+        tol: smallest change (any channel) that counts as modified.
+
+    Returns:
+        The anomalous image (float32, same shape) and the binary label (float32, (H, W)); an
+        image without object (or without a valid place) is returned unchanged.
+    """
+    del source
+    img = as_image(image)
+    patches = sample_nsa_patches(
+        img,
+        img,
+        rng,
+        max_patches=max_patches,
+        width_bounds=width_bounds,
+        width_gamma=width_gamma,
+        half_widths=half_widths,
+        resize_bounds=None,
+        object_threshold=object_threshold,
+        min_object=min_object,
+        min_overlap=min_overlap,
+    )
+    shape = img.shape[:2]
+    objects = np.ones(shape, bool) if object_threshold is None else gray(img) > object_threshold
+    out = img.copy()
+    label = np.zeros(shape)
+    for patch in patches:
+        src, dst = patch.source_box.slices, patch.target_box.slices
+        copied = objects[src] | objects[dst]
+        out[dst][copied] = img[src][copied]
+        label[dst][copied] = 1.0
     out32, changed = settle(img, out, tol)
     return out32, finish_label(label, changed)

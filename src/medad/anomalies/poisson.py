@@ -6,20 +6,33 @@ equation ``Δf = div v`` with the original image as Dirichlet boundary on the re
 ring. The guidance field v lives on the edges between 4-neighbours p, q: with target image x and
 source patch s,
 
-    a = w_x (x_q - x_p),  b = w_s (s_q - s_p),  v_pq = a if |a| > |b| else b
+    a = w_x (x_q - x_p),  b = w_s (s_q - s_p),  m_pq = a if |a| > |b| else b,
+    v_pq = (1 - mix) (x_q - x_p) + mix m_pq
 
-(the *mixed-gradient* rule of Pérez et al., weighted), and ``div v(p) = Σ_q v_pq``, so the
+(the *mixed-gradient* rule of Pérez et al., weighted, then mixed with the image's own gradient
+by `mix`, 1 unless stated), and ``div v(p) = Σ_q v_pq``, so the
 5-point Laplacian of the output equals ``div v`` at every interior pixel. Each channel is solved
 on its own. The linear system (a 5-point Laplacian on the interior grid) is factorised once per
 patch size with SuperLU and cached.
 
-* PII (Tan et al., "Detecting Outliers with Poisson Image Interpolation", MICCAI 2021): weights
-  ``w_x = 1 - alpha``, ``w_s = alpha`` (the paper's interpolated mixed gradient, as in the authors'
-  code); the source patch comes from the same location of another image. Label: alpha on the
-  pixels that changed, as in the authors' code (the change is not linear in alpha after Poisson
-  blending, but alpha is what the method regresses). ``blend="mixed"`` uses ``w_x = w_s = 1``
-  instead, as MedIAnomaly's PII runs do (NSA's ``patch_ex`` with ``MIXED_CLONE`` and a continuous
-  label): the blend then does not depend on alpha, which only labels the patch.
+* PII (Tan et al., "Detecting Outliers with Poisson Image Interpolation", MICCAI 2021): the
+  source patch comes from the same location of another image; label alpha on the pixels that
+  changed (the change is not linear in alpha, but alpha is what the method regresses). Two
+  guidance rules, `PII_BLENDS`:
+
+  - ``blend="mixed"`` (the `pii` method's default), MedIAnomaly's PII (its ``FPI-Poisson``
+    setting: NSA's ``patch_ex`` with ``cv2.MIXED_CLONE`` and a mask of value ceil(255 alpha)).
+    OpenCV's ``seamlessClone`` keeps, per pixel, the stronger of the patch's and the
+    destination's gradients, multiplies it by the mask / 255 = alpha and adds the destination's
+    gradient times (1 - alpha) (its ``evaluate`` step, the inverted mask). So the guidance is
+    ``(1 - alpha) dx + alpha * (ds if |ds| > |dx| else dx)``: weights w_x = w_s = 1 in the
+    choice, then `mix` = alpha. The change grows with alpha (none at 0, NSA's clone at 1).
+    Deviations: OpenCV compares |d_x - d_y| of the two images per pixel where medad compares
+    the two differences per edge (Pérez et al.'s rule), and it erodes the mask by 3 px and
+    zeroes its border, so its blended region is 4 px smaller on each side of the box;
+  - ``blend="interpolated"`` (the generator's default), Tan et al.'s interpolated mixed
+    gradient: ``w_x = 1 - alpha``, ``w_s = alpha``, the larger of the two weighted differences
+    (the authors' code), `mix` = 1.
 * NSA (Schlüter, Tan, Hou, Kainz, "Natural Synthetic Anomalies for Self-Supervised Anomaly
   Detection and Localization", ECCV 2022): 1-3 patches, each resized and moved to another place,
   cloned with plain mixed gradients (``w_x = w_s = 1``); label a logistic function of the
@@ -74,13 +87,20 @@ def _laplacian_lu(rows: int, cols: int) -> sparse_linalg.SuperLU:
 
 
 def guidance_divergence(
-    target: np.ndarray, source: np.ndarray, target_weight: float, source_weight: float
+    target: np.ndarray,
+    source: np.ndarray,
+    target_weight: float,
+    source_weight: float,
+    *,
+    mix: float = 1.0,
 ) -> NDArray[np.float64]:
     """Divergence of the weighted mixed-gradient guidance field at the interior pixels.
 
     Args:
         target, source: (h, w) or (h, w, C) patches of equal shape, h, w >= 3.
         target_weight, source_weight: the weights w_x, w_s of the module docstring.
+        mix: share of the mixed field in the guidance, the rest being the target's own gradient
+            (OpenCV's mask value / 255; MedIAnomaly's PII: alpha).
 
     Returns:
         ``div v`` of shape (h - 2, w - 2) or (h - 2, w - 2, C).
@@ -92,14 +112,20 @@ def guidance_divergence(
     div = np.zeros_like(centre_t)
     for dy, dx in _NEIGHBOURS:
         rows, cols = slice(1 + dy, h - 1 + dy), slice(1 + dx, w - 1 + dx)
-        a = target_weight * (t[rows, cols] - centre_t)
+        own = t[rows, cols] - centre_t
+        a = target_weight * own
         b = source_weight * (s[rows, cols] - centre_s)
-        div += np.where(np.abs(a) > np.abs(b), a, b)
+        div += (1 - mix) * own + mix * np.where(np.abs(a) > np.abs(b), a, b)
     return div
 
 
 def poisson_blend(
-    target: np.ndarray, source: np.ndarray, target_weight: float, source_weight: float
+    target: np.ndarray,
+    source: np.ndarray,
+    target_weight: float,
+    source_weight: float,
+    *,
+    mix: float = 1.0,
 ) -> NDArray[np.float64]:
     """Solve ``Δf = div v`` inside a patch, with f = `target` on the patch's outer ring.
 
@@ -107,6 +133,7 @@ def poisson_blend(
         target: the image patch being modified, (h, w) or (h, w, C), h, w >= 3.
         source: the foreign patch, same shape.
         target_weight, source_weight: guidance weights (PII: 1 - alpha, alpha; NSA: 1, 1).
+        mix: share of the mixed field in the guidance (`guidance_divergence`).
 
     Returns:
         The blended patch in float64, not clipped; its ring equals `target`.
@@ -120,7 +147,7 @@ def poisson_blend(
     if h < 3 or w < 3:
         raise MedadError(f"Poisson blending needs a patch of at least 3 x 3 pixels; got {h} x {w}.")
     planes = channels_last(t)
-    rhs = -channels_last(guidance_divergence(t, source, target_weight, source_weight))
+    rhs = -channels_last(guidance_divergence(t, source, target_weight, source_weight, mix=mix))
     # Known ring values move to the right-hand side (the matrix is 4 f_p - sum of interior f_q).
     rhs[0] += planes[0, 1:-1]
     rhs[-1] += planes[-1, 1:-1]
@@ -145,19 +172,23 @@ def poisson_interpolate_patch(
 
     Several boxes are blended one after the other (each into the result of the previous ones)
     with the same alpha; the label is alpha on every changed pixel of their union. `blend`
-    chooses the guidance weights: ``"interpolated"`` (1 - alpha, alpha), Tan et al.'s PII, or
-    ``"mixed"`` (1, 1), plain mixed-gradient cloning, where alpha is only the label (MedIAnomaly).
+    chooses the guidance (module docstring): ``"interpolated"``, weights (1 - alpha, alpha),
+    Tan et al.'s PII, or ``"mixed"``, the stronger gradient given weight alpha against the
+    image's own, MedIAnomaly's (OpenCV's mixed ``seamlessClone`` with a mask of alpha).
     """
     if blend not in PII_BLENDS:
         raise MedadError(f"pii: unknown blend {blend!r}; use one of {', '.join(PII_BLENDS)}.")
     img = as_image(image)
     src = as_partner(source, img, "source", "pii")
-    weights = (1 - alpha, alpha) if blend == "interpolated" else (1.0, 1.0)
+    if blend == "interpolated":
+        weights, mix = (1 - alpha, alpha), 1.0
+    else:
+        weights, mix = (1.0, 1.0), alpha
     out = img.copy()
     label = np.zeros(img.shape[:2])
     for b in as_boxes(box):
         sl = b.slices
-        out[sl] = poisson_blend(out[sl], src[sl], *weights)
+        out[sl] = poisson_blend(out[sl], src[sl], *weights, mix=mix)
         label[sl] = alpha
     out32, changed = settle(img, out, tol)
     return out32, finish_label(label, changed)
@@ -180,8 +211,9 @@ def pii(
     """Poisson image interpolation (Tan et al. 2021) of a foreign patch, label alpha.
 
     The patches and alpha are drawn as in FPI (`medad.anomalies.fpi.sample_interpolation_boxes`);
-    each patch is blended by `poisson_blend` with weights (1 - alpha, alpha), or with (1, 1)
-    when ``blend="mixed"`` (see `poisson_interpolate_patch`).
+    each patch is blended by `poisson_blend` with weights (1 - alpha, alpha), or, with
+    ``blend="mixed"``, by the stronger gradient weighted alpha against the image's own
+    (see `poisson_interpolate_patch`).
 
     Args:
         image: float image in [0, 1], (H, W) or (H, W, C).
@@ -194,7 +226,7 @@ def pii(
         max_patches, object_threshold, min_object: number and placement of the patches, as in
             `medad.anomalies.fpi.fpi`.
         blend: ``"interpolated"`` (Tan et al.: gradients weighted 1 - alpha and alpha) or
-            ``"mixed"`` (MedIAnomaly's PII runs: plain mixed-gradient cloning, alpha only labels).
+            ``"mixed"`` (MedIAnomaly's PII runs: OpenCV's mixed cloning with a mask of alpha).
         tol: smallest change (any channel) that counts as modified.
 
     Returns:
@@ -231,7 +263,8 @@ def sample_nsa_patches(
     max_patches: int = 3,
     width_bounds: tuple[float, float] = (0.03, 0.4),
     width_gamma: tuple[float, float, float] = (2.0, 0.05, 0.03),
-    resize_bounds: tuple[float, float] = (0.7, 1.3),
+    half_widths: bool = False,
+    resize_bounds: tuple[float, float] | None = (0.7, 1.3),
     object_threshold: float | None = 0.05,
     min_object: float = 0.25,
     min_overlap: float = 0.25,
@@ -243,8 +276,12 @@ def sample_nsa_patches(
       `width_bounds` (and to at least 3 px, the Poisson minimum). `width_gamma` = (shape, scale,
       offset) = (2, 0.05, 0.03) are NSA's numbers; NSA applies them to half-widths, medad (like
       PAPER.md: patch width 3-40 %) to full widths, so patches are mostly small (mode 8 %).
+      With ``half_widths=True`` the draw and `width_bounds` are half-widths and the side is
+      twice the half-width, as NSA's ``patch_ex`` (and MedIAnomaly's ``train_med.py``) does.
     * Source position: uniform among those where more than `min_object` of the patch is object.
-    * Resize: factor N(1, 0.5) clipped to `resize_bounds`, both sides, clipped to `width_bounds`.
+    * Resize: factor N(1, 0.5) clipped to `resize_bounds`, both sides, clipped to `width_bounds`
+      read as full widths (as ``patch_ex`` does, also with half-widths); None: no resize (the
+      patch keeps its size, nothing is clipped).
     * Target position: uniform among those where the target object covers more than
       `min_overlap` of the (resized) source object pixels.
 
@@ -268,15 +305,22 @@ def sample_nsa_patches(
     patches: list[NSAPatch] = []
     for _ in range(count):
         shape, scale, offset = width_gamma
-        size = np.clip(np.round((offset + rng.gamma(shape, scale, size=2)) * dims), lo_px, hi_px)
+        drawn = np.round((offset + rng.gamma(shape, scale, size=2)) * dims)
+        if half_widths:
+            half = np.clip(drawn, np.ceil(width_bounds[0] * dims), np.floor(width_bounds[1] * dims))
+            size = np.clip(2 * half, 3, dims)
+        else:
+            size = np.clip(drawn, lo_px, hi_px)
         h, w = int(size[0]), int(size[1])
         corner = pick_position(rng, box_sums(src_object, h, w) > min_object * h * w)
         if corner is None:
             continue
         src_box = Box(corner[0], corner[1], h, w)
-        factor = float(np.clip(rng.normal(1.0, 0.5), *resize_bounds))
-        new_h = int(np.clip(round(factor * h), lo_px[0], hi_px[0]))
-        new_w = int(np.clip(round(factor * w), lo_px[1], hi_px[1]))
+        new_h, new_w = h, w
+        if resize_bounds is not None:
+            factor = float(np.clip(rng.normal(1.0, 0.5), *resize_bounds))
+            new_h = int(np.clip(round(factor * h), lo_px[0], hi_px[0]))
+            new_w = int(np.clip(round(factor * w), lo_px[1], hi_px[1]))
         patch_object = resize(src_object[src_box.slices].astype(float), new_h, new_w) > 0.5
         n_object = int(patch_object.sum())
         if n_object == 0:
@@ -304,7 +348,8 @@ def nsa(
     max_patches: int = 3,
     width_bounds: tuple[float, float] = (0.03, 0.4),
     width_gamma: tuple[float, float, float] = (2.0, 0.05, 0.03),
-    resize_bounds: tuple[float, float] = (0.7, 1.3),
+    half_widths: bool = False,
+    resize_bounds: tuple[float, float] | None = (0.7, 1.3),
     object_threshold: float | None = 0.05,
     min_object: float = 0.25,
     min_overlap: float = 0.25,
@@ -328,7 +373,10 @@ def nsa(
         width_bounds: patch width bounds as fractions of the image size (3-40 %).
         width_gamma: (shape, scale, offset) of the patch-width distribution, see
             `sample_nsa_patches`.
-        resize_bounds: clip range of the N(1, 0.5) resize factor (NSA code: 0.7-1.3).
+        half_widths: `width_gamma` and `width_bounds` are half-widths (NSA's code) rather than
+            full widths.
+        resize_bounds: clip range of the N(1, 0.5) resize factor (NSA code: 0.7-1.3); None:
+            no resize.
         object_threshold: grayscale level above which a pixel is object; None: no background.
         min_object: fraction of a source patch that must be object (NSA code: 0.25).
         min_overlap: fraction of the moved object that must land on object (NSA code: 0.25).
@@ -350,6 +398,7 @@ def nsa(
         max_patches=max_patches,
         width_bounds=width_bounds,
         width_gamma=width_gamma,
+        half_widths=half_widths,
         resize_bounds=resize_bounds,
         object_threshold=object_threshold,
         min_object=min_object,

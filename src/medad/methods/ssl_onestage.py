@@ -7,10 +7,10 @@ loss (binary cross-entropy against the generator's continuous label, NSA's and M
 ``nn.BCELoss`` on a sigmoid output) and the score rule; they differ only in the generator of
 `medad.anomalies` (`OneStageSSL.anomaly_kind`):
 
-* ``cutpaste-1stage``: ``cutpaste`` (Li et al. 2021: a colour-jittered rectangle of 2-15 % of
-  the area pasted elsewhere in the same image), binary label. MedIAnomaly's one-stage CutPaste
-  instead swaps an unjittered patch of NSA's size distribution; ``anomaly_params={"jitter": 0}``
-  comes closer to it;
+* ``cutpaste-1stage``: ``cutpaste-shift`` (MedIAnomaly's one-stage CutPaste: up to three
+  patches of NSA's size distribution copied unchanged to other places on the object of the same
+  image), binary label; ``generator="cutpaste"`` is Li et al.'s colour-jittered rectangle of
+  2-15 % of the area pasted anywhere;
 * ``fpi``: foreign patch interpolation (Tan et al. 2020), label alpha;
 * ``pii``: Poisson image interpolation (Tan et al. 2021), label alpha;
 * ``nsa``: natural synthetic anomalies (Schlüter et al. 2022), logistic intensity label.
@@ -39,7 +39,7 @@ Optimisation (MedIAnomaly ``ssl/one_stage/train_med.py``, ``train``): Adam, lr 1
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -71,8 +71,9 @@ class OneStageSSLConfig(MethodConfig, MapScoreConfig, OptimiserConfig):
     """Training rotation range in degrees, uniform in ±rotation (torchvision RandomRotation(3))."""
     grayscale: bool = True
     """Convert inputs to 1 channel (PAPER.md: grayscale for all one-stage SSL datasets)."""
-    skip_connections: bool = True
-    """U-Net skip connections in the decoder; False is NSA's plain encoder-decoder."""
+    skip_connections: bool = False
+    """U-Net skip connections in the decoder; False (default) is the plain encoder-decoder of
+    NSA's and MedIAnomaly's ``resnet18_enc_dec``; True concatenates encoder features (a U-Net)."""
     anomaly_params: dict[str, Any] = Field(default_factory=dict)
     """Keyword parameters of the anomaly generator (defaults: the generator's paper values)."""
 
@@ -87,7 +88,7 @@ class OneStageSSLConfig(MethodConfig, MapScoreConfig, OptimiserConfig):
 
 
 class OneStageSSL(Method):
-    """Shared base: segment synthetic anomalies of `anomaly_kind` with a ResNet18 U-Net."""
+    """Shared base: a ResNet18 encoder-decoder segments the synthetic anomalies of a generator."""
 
     family = "self-supervised"
     budget = "one-stage-ssl"
@@ -98,10 +99,13 @@ class OneStageSSL(Method):
     def __init__(self, config: OneStageSSLConfig, channels: int) -> None:
         super().__init__(config, channels)
         self.config: OneStageSSLConfig = config
-        check_generator_params(
-            self.anomaly_kind, config.anomaly_params, f"{self.name}.anomaly_params"
-        )
+        self.kind = self.generator_kind()
+        check_generator_params(self.kind, config.anomaly_params, f"{self.name}.anomaly_params")
         self.net = ResNetUNet(1 if config.grayscale else channels, skips=config.skip_connections)
+
+    def generator_kind(self) -> str:
+        """Name of the generator in `medad.anomalies.GENERATORS` this method trains on."""
+        return self.anomaly_kind
 
     @classmethod
     def preprocess(cls, config: OneStageSSLConfig, channels: int) -> Preprocess:
@@ -147,7 +151,7 @@ class OneStageSSL(Method):
 
     def synthesize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Anomalous copies of the batch and their labels, drawn from `self.rng`."""
-        return synthesize_batch(x, self.anomaly_kind, self.rng, self.config.anomaly_params)
+        return synthesize_batch(x, self.kind, self.rng, self.config.anomaly_params)
 
     def training_loss(self, x: torch.Tensor, stage: str, phase: str) -> torch.Tensor:
         anomalous, label = self.synthesize(x)
@@ -194,41 +198,70 @@ class PIIConfig(OneStageSSLConfig):
         default_factory=lambda: {**MEDIANOMALY_INTERPOLATION, "blend": "mixed"}
     )
     """``pii`` generator parameters; defaults: MedIAnomaly's setting (`MEDIANOMALY_INTERPOLATION`)
-    with its plain mixed-gradient cloning (``blend="mixed"``; PAPER.md: "Poisson (mixed-gradient)
-    blending"), alpha only labelling the patch. ``"blend": "interpolated"`` is Tan et al.'s
-    interpolated gradients (1 - alpha, alpha), which blur the patch: the network then learns
-    that sharp edges are normal and ranks the embedded data's hyperintense lesions below normals
-    (image AUROC 0.30 at seed 0, 256 images, 8 epochs; mixed: 0.94 at 192 images, 6 epochs)."""
+    with its mixed-gradient cloning (``blend="mixed"``; PAPER.md: "Poisson (mixed-gradient)
+    blending"): OpenCV's mixed ``seamlessClone`` with a mask of alpha, so the stronger gradient
+    enters with weight alpha and a patch with small alpha barely changes the image.
+    ``"blend": "interpolated"`` is Tan et al.'s interpolated gradients (1 - alpha, alpha), which
+    blur the patch: the network then learns that sharp edges are normal and ranks the embedded
+    data's hyperintense lesions below normals (image AUROC 0.30 at seed 0, 256 images, 8 epochs).
+    Mixed, seed 0, 96 images, 8 epochs: image AUROC 0.57, pixel AUROC 0.85."""
+
+
+#: MedIAnomaly's shifted-patch setting (``train_med.py``, NSA's ``patch_ex`` arguments), shared by
+#: its NSA and CutPaste runs: one to three patches, half-widths 0.05 + Gamma(2, 0.03) of the side
+#: within 3-40 % (``GAMMA_PARAMS``, ``WIDTH_BOUNDS_PCT``), object pixels brighter than 20 grey
+#: levels (``BACKGROUND``), more than 70 % object in the source patch (``MIN_OBJECT_PCT``) and 70 %
+#: of it landing on object (``MIN_OVERLAP_PCT``). NSA's MVTec setting is 0.03 + Gamma(2, 0.05).
+MEDIANOMALY_SHIFTED_PATCHES = {
+    "max_patches": 3,
+    "width_bounds": (0.03, 0.4),
+    "width_gamma": (2.0, 0.03, 0.05),
+    "half_widths": True,
+    "object_threshold": 20 / 255,
+    "min_object": 0.7,
+    "min_overlap": 0.7,
+}
 
 
 class NSAConfig(OneStageSSLConfig):
     anomaly_params: dict[str, Any] = Field(
         default_factory=lambda: {
+            **MEDIANOMALY_SHIFTED_PATCHES,
             "logistic_steepness": 255 / 2,
             "logistic_centre": 4 / 255,
-            "min_object": 0.7,
-            "min_overlap": 0.7,
         }
     )
     """``nsa`` generator parameters. Defaults: MedIAnomaly's medical NSA setting
-    (``Shift-Intensity-M``: mixed cloning, logistic label k = 1/2 per grey level, x0 = 4 levels,
-    at least 70 % object in the source patch and 70 % overlap at the target); patch sizes stay the
-    generator's (widths 3-40 % of the side; MedIAnomaly's code draws half-widths from the same
-    bounds, i.e. larger patches)."""
+    (``Shift-Intensity-M``: resized and shifted patches, mixed cloning, logistic label k = 1/2 per
+    grey level, x0 = 4 levels, with `MEDIANOMALY_SHIFTED_PATCHES`)."""
+
+
+class CutPasteOneStageConfig(OneStageSSLConfig):
+    generator: Literal["cutpaste-shift", "cutpaste"] = "cutpaste-shift"
+    """``cutpaste-shift``: MedIAnomaly's one-stage CutPaste (NSA's ``patch_ex`` in its ``CutPaste``
+    setting: up to three unchanged patches of the image moved onto its object); ``cutpaste``: Li
+    et al.'s colour-jittered rectangle (CVPR 2021). `anomaly_params` go to the chosen one."""
 
 
 @register("cutpaste-1stage")
 class CutPasteOneStage(OneStageSSL):
     description = (
-        "CutPaste patches segmented by a ResNet18 U-Net from scratch (BCE), score = mean map"
+        "CutPaste (MedIAnomaly's shifted patches) segmented by a ResNet18 encoder-decoder "
+        "from scratch (BCE), score = mean map"
     )
-    anomaly_kind = "cutpaste"
+    anomaly_kind = "cutpaste-shift"
+    Config = CutPasteOneStageConfig
+    config: CutPasteOneStageConfig
+
+    def generator_kind(self) -> str:
+        return self.config.generator
 
 
 @register("fpi")
 class FPI(OneStageSSL):
     description = (
-        "Foreign patch interpolation, ResNet18 U-Net regresses alpha (BCE), score = mean map"
+        "Foreign patch interpolation, ResNet18 encoder-decoder regresses alpha (BCE), "
+        "score = mean map"
     )
     anomaly_kind = "fpi"
     Config = FPIConfig
@@ -237,7 +270,8 @@ class FPI(OneStageSSL):
 @register("pii")
 class PII(OneStageSSL):
     description = (
-        "Poisson image interpolation, ResNet18 U-Net regresses alpha (BCE), score = mean map"
+        "Poisson image interpolation, ResNet18 encoder-decoder regresses alpha (BCE), "
+        "score = mean map"
     )
     anomaly_kind = "pii"
     Config = PIIConfig
@@ -245,6 +279,8 @@ class PII(OneStageSSL):
 
 @register("nsa")
 class NSA(OneStageSSL):
-    description = "Natural synthetic anomalies, ResNet18 U-Net, logistic label, score = mean map"
+    description = (
+        "Natural synthetic anomalies, ResNet18 encoder-decoder, logistic label, score = mean map"
+    )
     anomaly_kind = "nsa"
     Config = NSAConfig

@@ -185,15 +185,16 @@ class TwoStageSSL(EmbeddingDensityMethod):
 
 
 class CutPasteConfig(TwoStageSSLConfig):
-    variant: Literal["3way", "binary"] = "3way"
-    """``3way``: normal vs CutPaste vs CutPaste-Scar (Li et al.'s best, MedIAnomaly's ``3way``);
-    ``binary``: normal vs CutPaste (MedIAnomaly's ``normal``)."""
+    variant: Literal["binary", "3way"] = "binary"
+    """``binary`` (default): normal vs CutPaste, MedIAnomaly's ``normal`` variant, the paper's
+    "CutPaste (two-stage)" row; ``3way``: normal vs CutPaste vs CutPaste-Scar (Li et al.'s best
+    on MVTec, MedIAnomaly's ``3way`` run)."""
 
 
 @register("cutpaste-2stage")
 class CutPaste2Stage(TwoStageSSL):
     description = (
-        "ResNet18 trained to classify normal vs CutPaste (vs scar); "
+        "ResNet18 trained to classify normal vs CutPaste (or 3-way with scars); "
         "score = Mahalanobis distance of its embedding"
     )
     Config = CutPasteConfig
@@ -204,9 +205,13 @@ class CutPaste2Stage(TwoStageSSL):
 
 
 class AnatPasteConfig(TwoStageSSLConfig):
-    foreground: Literal["bright", "dark"] = "bright"
-    """Otsu class the patch is pasted into: ``bright`` (brain, body vs air) or ``dark`` (lungs
-    of a chest X-ray, Sato et al.'s setting)."""
+    foreground: Literal["dark-inner", "bright", "dark"] = "dark-inner"
+    """Where the patch is pasted (`medad.anomalies.anatpaste.foreground_mask`). ``dark-inner``
+    (default): the dark Otsu class minus the regions touching the image border, i.e. the lungs of
+    a chest X-ray; Sato et al.'s lung segmentation, which MedIAnomaly applies to every dataset
+    (on other data it keeps dark structures inside the body, e.g. ventricles of a brain).
+    ``bright``: the bright Otsu class (body vs air, e.g. brain tissue); ``dark``: the whole dark
+    class, air included."""
 
 
 @register("anatpaste")

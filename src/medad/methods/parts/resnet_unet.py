@@ -11,15 +11,15 @@ convolution replaced to take `in_channels` (grayscale stays 1-channel), and the 
 residual blocks that each up-sample (bilinear) to the size of the next-shallower encoder stage.
 Two choices differ from NSA, both documented:
 
-* skip connections (U-Net style): with ``skips=True`` (default) each decoder stage also receives
-  the encoder feature map of its resolution, concatenated; ``skips=False`` gives NSA's plain
-  encoder-decoder;
+* skip connections (U-Net style), an option: with ``skips=True`` each decoder stage also
+  receives the encoder feature map of its resolution, concatenated; ``skips=False`` (default) is
+  NSA's and MedIAnomaly's plain encoder-decoder (``model/resnet.py``, ``resnet18_enc_dec``);
 * up-sampling is bilinear to the exact size of the skip / input rather than a stride-2 transposed
   convolution, so any input side works (not only multiples of 32), and the decoder has one stage
   more (at stride 2, NSA's plain bilinear ×2) followed by a 7×7 convolution to the logit (NSA: a
   7×7 stride-2 transposed convolution).
 
-At 224 px with one input channel: about 12.6 M parameters (``skips=True``).
+With one input channel: 11.5 M parameters (11.7 M with ``skips=True``).
 """
 
 from __future__ import annotations
@@ -66,11 +66,11 @@ class ResNetUNet(nn.Module):
 
     Args:
         in_channels: channels of the input image (1 for grayscale).
-        skips: concatenate the encoder feature maps into the decoder (U-Net); False is NSA's
-            plain encoder-decoder.
+        skips: concatenate the encoder feature maps into the decoder (U-Net); False (default) is
+            NSA's and MedIAnomaly's plain encoder-decoder.
     """
 
-    def __init__(self, in_channels: int = 1, *, skips: bool = True) -> None:
+    def __init__(self, in_channels: int = 1, *, skips: bool = False) -> None:
         super().__init__()
         self.skips = skips
         resnet = torchvision.models.resnet18(weights=None)
