@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from medad import engine
 from medad.data.base import get_dataset
-from medad.data.loading import load_split
+from medad.data.loading import ArraySplit, Preprocess, load_split
 from medad.errors import MedadError
 from medad.evaluation import evaluate
-from medad.methods.base import build_config, method_class
+from medad.methods.base import Method, MethodConfig, Phase, Stage, build_config, method_class
+from medad.methods.optimisation import ParamGroup, Schedule
 from medad.runs import RunSpec, evaluate_run, execute
 from tests.conftest import SMALL
 
@@ -101,3 +104,131 @@ def test_bad_config_values_are_rejected():
         build_config(method_class("ae"), {"latent_sise": 4})
     with pytest.raises(MedadError, match="latent_size"):
         build_config(method_class("ae"), {"latent_size": "big"})
+
+
+# --- optimisers, schedules and steps per epoch (data on the phase, built by the engine) -------
+
+
+def _lrs(schedule: Schedule, length: int, lr: float = 0.1) -> list[float]:
+    """The rate in force at units 0..length-1 when `schedule` spans `length` units."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = engine.build_scheduler(opt, schedule, length)
+    out = []
+    for _ in range(length):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if sched is not None:
+            sched.step()
+    return out
+
+
+def _cosine(t: float, span: float, lr: float, floor: float) -> float:
+    return floor + (lr - floor) * (1 + math.cos(math.pi * t / span)) / 2
+
+
+def _restarts(t: int, t0: int, mult: int, lr: float, floor: float) -> float:
+    period = t0
+    while t >= period:  # SGDR: period i lasts t0 * mult**i units
+        t, period = t - period, period * mult
+    return _cosine(t, period, lr, floor)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "closed_form"),
+    [
+        (Schedule(kind="constant"), lambda t: 0.1),
+        (Schedule(kind="cosine", eta_min=1e-6), lambda t: _cosine(t, 20, 0.1, 1e-6)),
+        (
+            Schedule(kind="cosine-restarts", t_0=3, t_mult=2, eta_min=0.001),
+            lambda t: _restarts(t, 3, 2, 0.1, 0.001),
+        ),
+        (Schedule(kind="cosine-restarts"), lambda t: _cosine(t, 20, 0.1, 0.0)),
+        (  # DRAEM: ×0.2 at 80 % and 90 % of the epochs (16 and 18 of 20)
+            Schedule(kind="step", milestones=(0.8, 0.9), gamma=0.2),
+            lambda t: 0.1 * 0.2 ** ((t >= 16) + (t >= 18)),
+        ),
+        (  # 4 units of linear warm-up from 0.25·lr, then cosine over the other 16
+            Schedule(kind="cosine", warmup=4, warmup_start=0.25),
+            lambda t: 0.1 * (0.25 + 0.75 * t / 4) if t < 4 else _cosine(t - 4, 16, 0.1, 0.0),
+        ),
+    ],
+    ids=["constant", "cosine", "restarts", "restarts-whole-stage", "step", "warmup-cosine"],
+)
+def test_schedules_follow_their_closed_form(schedule, closed_form):
+    got = _lrs(schedule, 20)
+    np.testing.assert_allclose(got, [closed_form(t) for t in range(20)], rtol=1e-9, atol=1e-12)
+
+
+def test_constant_schedule_builds_no_scheduler():
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+    assert engine.build_scheduler(opt, Schedule(), 10) is None
+
+
+def test_optimisers_and_parameter_groups_are_built_as_declared():
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))
+    sgd = engine.build_optimizer(
+        Phase("p", [ParamGroup([a]), ParamGroup([b], lr=0.5)], 0.03, weight_decay=3e-5,
+              optimizer="sgd", momentum=0.9, nesterov=True)
+    )  # fmt: skip
+    assert type(sgd) is torch.optim.SGD
+    assert [g["lr"] for g in sgd.param_groups] == [0.03, 0.5]
+    assert [g["params"] for g in sgd.param_groups] == [[a], [b]]
+    g = sgd.param_groups[0]
+    assert (g["momentum"], g["nesterov"], g["weight_decay"]) == (0.9, True, 3e-5)
+    adamw = engine.build_optimizer(
+        Phase("p", [a, b], 1e-3, betas=(0.5, 0.9), weight_decay=0.01, optimizer="adamw")
+    )
+    assert type(adamw) is torch.optim.AdamW
+    assert adamw.param_groups[0]["betas"] == (0.5, 0.9)
+    assert adamw.param_groups[0]["weight_decay"] == 0.01
+    assert type(engine.build_optimizer(Phase("p", [a], 1e-3))) is torch.optim.Adam
+
+
+class _Counter(Method):
+    """A one-parameter method that records the size of every training batch it sees."""
+
+    name = "counter"
+
+    def __init__(self, schedule: Schedule, steps: int | None) -> None:
+        super().__init__(MethodConfig(epochs=3, batch_size=4), 1)
+        self.w = torch.nn.Parameter(torch.ones(1))
+        self.schedule, self.steps, self.seen = schedule, steps, []
+
+    def stages(self) -> list[Stage]:
+        phase = Phase("model", [self.w], 0.1, optimizer="sgd", schedule=self.schedule)
+        return [Stage("train", 3, [phase], steps_per_epoch=self.steps)]
+
+    def training_loss(self, x, stage, phase):
+        self.seen.append(x.shape[0])
+        return (self.w * x).mean() ** 2
+
+
+def _tiny_split(n: int) -> ArraySplit:
+    images = np.random.default_rng(0).integers(0, 256, (n, 1, 4, 4), dtype=np.uint8)
+    return ArraySplit(images, np.zeros(n, dtype=np.int64), None, [str(i) for i in range(n)])
+
+
+def test_steps_per_epoch_gives_that_many_full_batches():
+    method = _Counter(Schedule(), steps=5)
+    history = engine.train(method, _tiny_split(7), Preprocess(size=4), device="cpu", progress=False)
+    assert history.steps == 15 and method.seen == [4] * 15
+
+
+def test_without_steps_per_epoch_an_epoch_is_one_pass():
+    method = _Counter(Schedule(), steps=None)
+    engine.train(method, _tiny_split(7), Preprocess(size=4), device="cpu", progress=False)
+    assert method.seen == [4, 3] * 3
+
+
+def test_a_per_step_schedule_is_stepped_after_every_batch():
+    method = _Counter(Schedule(kind="cosine", per="step"), steps=5)
+    history = engine.train(method, _tiny_split(7), Preprocess(size=4), device="cpu", progress=False)
+    # the rate at the first step of epoch e is the cosine at step 5e of 15
+    got = [e["lr"] for e in history.epochs]
+    np.testing.assert_allclose(got, [_cosine(5 * e, 15, 0.1, 0.0) for e in range(3)], rtol=1e-9)
+
+
+def test_a_per_epoch_schedule_is_stepped_after_every_epoch():
+    method = _Counter(Schedule(kind="step", milestones=(0.5,), gamma=0.5), steps=None)
+    history = engine.train(method, _tiny_split(7), Preprocess(size=4), device="cpu", progress=False)
+    assert [e["lr"] for e in history.epochs] == [0.1, 0.1, 0.05]  # milestone round(0.5·3) = 2

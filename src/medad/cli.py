@@ -155,6 +155,8 @@ def methods(
 ) -> None:
     """List the registered methods: name, family, one-line description."""
     from medad.methods.base import MethodConfig, method_infos
+    from medad.methods.budgets import describe_budget
+    from medad.methods.optimisation import optimisation_summary
     from medad.methods.parts.scoring import MapScoreConfig
 
     infos = method_infos(family)
@@ -166,6 +168,8 @@ def methods(
     table.add_column("description")
     if details:
         table.add_column("parameters (1 channel, default size)", justify="right")
+        table.add_column("epochs (per dataset)")
+        table.add_column("optimiser; schedule")
         table.add_column("config defaults")
     for info in infos:
         cells = [info.name, info.family, info.description]
@@ -176,6 +180,7 @@ def methods(
                 cells.append(f"{n:,}")
             except MedadError as exc:  # e.g. pretrained weights not available
                 cells.append(f"n/a ({exc})")
+            cells += [describe_budget(info.cls), "; ".join(optimisation_summary(config))]
             values = config.model_dump()
             common = set(MethodConfig.model_fields) | set(MapScoreConfig.model_fields)
             order = [k for k in values if k not in common] + [k for k in values if k in common]
@@ -277,9 +282,17 @@ def bench(
     device: Annotated[
         str | None, typer.Option(help="Device of every cell (default: the file's).")
     ] = None,
+    plan: Annotated[
+        bool,
+        typer.Option("--plan", help="Only list the cells it would run (no data, nothing written)."),
+    ] = False,
+    json_: Annotated[bool, typer.Option("--json", help="With --plan: one JSON list.")] = False,
 ) -> None:
     """Run every (method, dataset, seed) cell of an experiment; re-running resumes."""
     from medad.bench import load_experiment, plan_cells, run_grid
+
+    if plan:
+        return _print_plan(config, quick, data_root, json_)
     from medad.results.store import ResultsStore
     from medad.results.tables import summarize, to_rich
 
@@ -328,6 +341,27 @@ def bench(
         console.print(to_rich(summarize(rows, metrics), title=exp.name))
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _print_plan(config: Path, quick: bool, data_root: Path | None, as_json: bool) -> None:
+    """`bench --plan`: every cell with its budget and optimisation, without opening any data."""
+    from medad.bench import load_experiment, plan_cells, plan_rows
+
+    try:
+        exp = load_experiment(config)
+        rows = plan_rows(plan_cells(exp, quick=quick, data_root=data_root, open_data=False))
+    except MedadError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        print(json.dumps(rows))
+        return
+    columns = ["label", "dataset", "seed", "epochs", "image_size", "batch_size", "optimiser"]
+    out = Table(title=f"{exp.name}: {len(rows)} cells (plan)")
+    for col in [*columns, "schedule", "run_id"]:
+        out.add_column(col.replace("_", " "))
+    for row in rows:
+        out.add_row(*(str(row[c]) for c in [*columns, "schedule", "run_id"]))
+    console.print(out)
 
 
 @app.command()

@@ -2,25 +2,30 @@
 
 `train` runs a method's stages (each a number of epochs with one or more alternating optimisers:
 a GAN is two phases of one stage, not a second loop), then its `fit` (density, memory bank).
+Optimisers and learning-rate schedules are data on the phases (`medad.methods.optimisation`);
+`build_optimizer` and `build_scheduler` turn them into torch objects, so the loop stays one.
 `predict` scores a split in batches into image scores [N] and maps [N, H, W] (None for methods
 without maps). Both work on the uint8 arrays of `medad.data.loading` and convert batch by batch.
 """
 
 from __future__ import annotations
 
-import math
+import itertools
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.optim.lr_scheduler import LRScheduler
 
 from medad.data.loading import ArraySplit, Preprocess
 from medad.errors import MedadError
-from medad.methods.base import Method, MethodConfig, Stage
+from medad.methods.base import Method, MethodConfig, Phase, Stage
+from medad.methods.optimisation import ParamGroup, Schedule
 from medad.predictions import Predictions
 
 Log = Callable[[str], None]
@@ -84,6 +89,79 @@ def _batches(n: int, batch_size: int, gen: torch.Generator | None) -> list[np.nd
     return parts
 
 
+def _batches_per_pass(n: int, batch_size: int) -> int:
+    """How many batches `_batches` gives in training (a last batch of one is dropped)."""
+    parts = -(-n // batch_size)
+    return parts - 1 if parts > 1 and n % batch_size == 1 else parts
+
+
+def _cycled_batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[np.ndarray]:
+    """Full batches drawn from an endless chain of re-shuffled passes over `n` items (a batch may
+    span two passes), for stages with a fixed number of steps per epoch."""
+    pending = np.empty(0, dtype=np.int64)
+    while True:
+        while len(pending) < batch_size:
+            pending = np.concatenate([pending, torch.randperm(n, generator=gen).numpy()])
+        yield pending[:batch_size]
+        pending = pending[batch_size:]
+
+
+def build_optimizer(phase: Phase) -> torch.optim.Optimizer:
+    """The torch optimiser a phase declares, with its parameter groups."""
+    params: list[Any] = [
+        {"params": p.params, "lr": phase.lr if p.lr is None else p.lr}
+        if isinstance(p, ParamGroup)
+        else p
+        for p in phase.params
+    ]
+    if phase.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=phase.lr,
+            momentum=phase.momentum,
+            nesterov=phase.nesterov,
+            weight_decay=phase.weight_decay,
+        )
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(phase.optimizer)
+    if cls is None:
+        raise MedadError(f"phase {phase.name!r}: unknown optimizer {phase.optimizer!r}")
+    return cls(params, lr=phase.lr, betas=phase.betas, weight_decay=phase.weight_decay)
+
+
+def build_scheduler(
+    opt: torch.optim.Optimizer, schedule: Schedule, length: int
+) -> LRScheduler | None:
+    """The torch scheduler of `schedule` over `length` units (epochs or steps, as `schedule.per`);
+    None for a constant rate without warm-up (nothing to step)."""
+    lrs = torch.optim.lr_scheduler
+    if schedule.kind == "constant" and not schedule.warmup:
+        return None
+    span = max(length - schedule.warmup, 1)
+    main: LRScheduler
+    if schedule.kind == "cosine":
+        main = lrs.CosineAnnealingLR(opt, T_max=span, eta_min=schedule.eta_min)
+    elif schedule.kind == "cosine-restarts":
+        main = lrs.CosineAnnealingWarmRestarts(
+            opt, T_0=schedule.t_0 or span, T_mult=schedule.t_mult, eta_min=schedule.eta_min
+        )
+    elif schedule.kind == "step":
+        marks = sorted({max(1, round(m * span)) for m in schedule.milestones})
+        main = lrs.MultiStepLR(opt, milestones=marks, gamma=schedule.gamma)
+    else:
+        main = lrs.ConstantLR(opt, factor=1.0, total_iters=0)
+    if not schedule.warmup:
+        return main
+    warm = lrs.LinearLR(
+        opt, start_factor=schedule.warmup_start, end_factor=1.0, total_iters=schedule.warmup
+    )
+    return lrs.SequentialLR(opt, [warm, main], milestones=[schedule.warmup])
+
+
+def _schedule_length(stage: Stage, phase: Phase, steps_per_epoch: int) -> int:
+    """A phase's schedule spans its stage, in epochs or in optimiser steps."""
+    return stage.epochs * (steps_per_epoch if phase.schedule.per == "step" else 1)
+
+
 def _loss_dict(out: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if isinstance(out, torch.Tensor):
         return {"loss": out}
@@ -112,22 +190,36 @@ def train(
     bs = method.config.batch_size
     history = TrainHistory()
     start = time.perf_counter()
-    total = sum(s.epochs * math.ceil(len(data) / bs) for s in stages)
+    per_pass = _batches_per_pass(len(data), bs)
+    total = sum(s.epochs * (s.steps_per_epoch or per_pass) for s in stages)
     bar = _progress(progress)
     with bar:
         task = bar.add_task(method.name, total=total, loss=float("nan"))
         for stage in stages:
-            opts = [
-                torch.optim.Adam(p.params, lr=p.lr, betas=p.betas, weight_decay=p.weight_decay)
-                for p in stage.phases
+            steps = stage.steps_per_epoch or per_pass
+            opts = [build_optimizer(p) for p in stage.phases]
+            scheds = [
+                build_scheduler(
+                    o, p.schedule, stage.epochs * (steps if p.schedule.per == "step" else 1)
+                )
+                for p, o in zip(stage.phases, opts, strict=True)
             ]
+            stream = _cycled_batches(len(data), bs, gen) if stage.steps_per_epoch else None
             for epoch in range(stage.epochs):
                 method.train()
                 sums: dict[str, float] = {}
+                rates = {
+                    (f"{p.name}/lr" if len(stage.phases) > 1 else "lr"): o.param_groups[0]["lr"]
+                    for p, o, sc in zip(stage.phases, opts, scheds, strict=True)
+                    if sc is not None
+                }
                 count = 0
-                for idx in _batches(len(data), bs, gen):
+                batches: Iterable[np.ndarray] = (
+                    itertools.islice(stream, steps) if stream else _batches(len(data), bs, gen)
+                )
+                for idx in batches:
                     x = method.train_transform(to_float(data.images[idx], pre, dev))
-                    for phase, opt in zip(stage.phases, opts, strict=True):
+                    for phase, opt, sched in zip(stage.phases, opts, scheds, strict=True):
                         for _ in range(phase.repeats):
                             opt.zero_grad(set_to_none=True)
                             losses = _loss_dict(method.training_loss(x, stage.name, phase.name))
@@ -139,6 +231,8 @@ def train(
                                 )
                             loss.backward()
                             opt.step()
+                        if sched is not None and phase.schedule.per == "step":
+                            sched.step()
                         for k, v in losses.items():
                             key = f"{phase.name}/{k}" if len(stage.phases) > 1 else k
                             sums[key] = sums.get(key, 0.0) + float(v.detach())
@@ -147,10 +241,14 @@ def train(
                     bar.update(
                         task, advance=1, loss=sums.get("loss", next(iter(sums.values()))) / count
                     )
+                for phase, sched in zip(stage.phases, scheds, strict=True):
+                    if sched is not None and phase.schedule.per == "epoch":
+                        sched.step()
                 means = {k: v / count for k, v in sums.items()}
-                history.epochs.append({"stage": stage.name, "epoch": epoch + 1, **means})  # type: ignore[dict-item]
+                record = {"stage": stage.name, "epoch": epoch + 1, **means, **rates}
+                history.epochs.append(record)  # type: ignore[arg-type]
                 if log is not None:
-                    text = " ".join(f"{k}={v:.5g}" for k, v in means.items())
+                    text = " ".join(f"{k}={v:.5g}" for k, v in {**means, **rates}.items())
                     log(f"stage {stage.name} epoch {epoch + 1}/{stage.epochs} {text}")
     method.eval()
 

@@ -33,11 +33,12 @@ import yaml
 import medad
 from medad import engine
 from medad.atomic import replace_dir, write_text
-from medad.data.base import get_dataset
+from medad.data.base import dataset_infos, get_dataset
 from medad.data.loading import load_split
 from medad.errors import MedadError
 from medad.evaluation import evaluate
-from medad.methods.base import build_config, method_class, uses_study_schedule
+from medad.methods.base import build_config, method_class
+from medad.methods.budgets import budget_epochs
 from medad.predictions import Predictions
 from medad.results.store import STORE_NAME, ResultsStore, RunRow
 
@@ -70,13 +71,13 @@ class RunResult:
     seconds: float
 
 
-def resolve(spec: RunSpec, data_root: Path | None = None) -> tuple[Any, Any, dict[str, Any]]:
-    """Build the dataset and the validated method config; returns (dataset, config, resolved)."""
+def resolve_config(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
+    """The validated method config (the family's epoch budget on this dataset unless `epochs` is
+    overridden) and the resolved record the run id hashes; opens no data."""
     cls = method_class(spec.method)
-    dataset = get_dataset(spec.dataset, data_root, **spec.dataset_options)
     values = dict(spec.overrides)
-    if "epochs" not in values and dataset.default_epochs is not None and uses_study_schedule(cls):
-        values["epochs"] = dataset.default_epochs
+    if "epochs" not in values and (epochs := budget_epochs(cls, spec.dataset)) is not None:
+        values["epochs"] = epochs  # `medad.methods.budgets`
     config = build_config(cls, values)
     resolved = {
         "method": spec.method,
@@ -84,6 +85,13 @@ def resolve(spec: RunSpec, data_root: Path | None = None) -> tuple[Any, Any, dic
         "dataset_options": dict(sorted(spec.dataset_options.items())),
         "config": config.model_dump(),
     }
+    return config, resolved
+
+
+def resolve(spec: RunSpec, data_root: Path | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """Build the dataset and the validated method config; returns (dataset, config, resolved)."""
+    config, resolved = resolve_config(spec)
+    dataset = get_dataset(spec.dataset, data_root, **spec.dataset_options)
     return dataset, config, resolved
 
 
@@ -127,8 +135,18 @@ class PlannedRun:
         )
 
 
-def plan(spec: RunSpec, data_root: Path | None = None) -> PlannedRun:
-    """Resolve and validate `spec` (method, dataset, config) without training anything."""
+def plan(spec: RunSpec, data_root: Path | None = None, *, open_data: bool = True) -> PlannedRun:
+    """Resolve and validate `spec` (method, dataset, config) without training anything.
+
+    With ``open_data=False`` the dataset is only checked to be registered, not opened (its
+    `dataset` is None), so a grid can be planned on a machine without the data."""
+    if not open_data:
+        if spec.dataset not in {i.name for i in dataset_infos()}:
+            known = ", ".join(sorted(i.name for i in dataset_infos()))
+            raise MedadError(f"unknown dataset {spec.dataset!r}; known datasets: {known}")
+        config, resolved = resolve_config(spec)
+        chash = config_hash(resolved)
+        return PlannedRun(spec, run_id_of(spec, chash), chash, resolved, None, config)
     data_root = data_root if data_root is not None else default_data_root()
     dataset, config, resolved = resolve(spec, data_root)
     chash = config_hash(resolved)

@@ -37,7 +37,6 @@ def test_datajson_benchmarks_under_the_root_or_as_the_root(tmp_path, name):
         assert ds.name == name and ds.modality == BENCHMARKS[name].modality
         assert [r.label for r in ds.records("test")] == [0, 0, 1, 1]
         assert len(ds.records("train")) == 3 and ds.channels == 1
-    assert ds.default_epochs == (600 if name == "brain-tumor" else None)
 
 
 def test_missing_release_folder_says_how_to_prepare_it(tmp_path):

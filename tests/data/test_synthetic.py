@@ -209,7 +209,7 @@ def test_generation_is_fast() -> None:
 def test_records(kind: str) -> None:
     data = SyntheticDataset(kind, n_train=6, n_test_normal=3, n_test_abnormal=4, size=SIZE)
     assert data.name == f"synth-{kind}" and data.channels == 1 and data.has_masks
-    assert data.modality.endswith("(synthetic)") and data.default_epochs == 50
+    assert data.modality.endswith("(synthetic)")
     train, test = data.records("train"), data.records("test")
     assert [r.id for r in train] == [f"train-{i:05d}" for i in range(6)]
     assert all(r.label == 0 and r.mask is None for r in train)

@@ -18,7 +18,7 @@ from medad.methods.base import build_config, method_class, method_infos
 TINY_DATA = ["n_train=16", "n_test_normal=6", "n_test_abnormal=6", "size=64"]
 #: the paper's geometries scaled down to 64 px inputs (`--set` values, one method's worth each)
 ONE_STAGE = ["image_size=64", "train_center_crop=58", "crop_size=56"]
-TWO_STAGE = ["image_size=64", "freeze_epochs=0"]
+TWO_STAGE = ["image_size=64", "freeze_epochs=0", "steps_per_epoch=2"]
 SETTINGS: dict[str, list[str]] = {
     "ae-pl": ["weights=random"],
     "dae": ["image_size=64", "base_width=8"],

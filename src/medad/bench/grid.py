@@ -31,6 +31,7 @@ from medad.bench.config import Experiment
 from medad.data.base import dataset_infos
 from medad.errors import MedadError
 from medad.methods.base import method_class
+from medad.methods.optimisation import optimisation_summary
 from medad.results.store import ResultsStore
 
 Executor = Literal["local", "process", "ray"]
@@ -56,9 +57,11 @@ class GridSummary:
 
 
 def plan_cells(
-    exp: Experiment, *, quick: bool = False, data_root: Path | None = None
+    exp: Experiment, *, quick: bool = False, data_root: Path | None = None, open_data: bool = True
 ) -> list[Cell]:
-    """Resolve and validate every cell before anything runs (a typo fails fast, not at cell 40)."""
+    """Resolve and validate every cell before anything runs (a typo fails fast, not at cell 40).
+
+    ``open_data=False`` plans without opening the datasets (`medad bench --plan`)."""
     embedded = {i.name for i in dataset_infos() if not i.needs_root}
     cells: dict[str, Cell] = {}
     for m in exp.methods:
@@ -81,11 +84,37 @@ def plan_cells(
                         options = {**options, **exp.quick.dataset_options}
                 spec = runs.RunSpec(m.name, d.name, seed, overrides, options)
                 try:
-                    planned = runs.plan(spec, root)
+                    planned = runs.plan(spec, root, open_data=open_data)
                 except MedadError as exc:
                     raise MedadError(f"method {m.display!r} on dataset {d.name!r}: {exc}") from None
                 cells.setdefault(planned.run_id, Cell(planned, m.display, dict(m.resources), root))
     return list(cells.values())
+
+
+def plan_rows(cells: list[Cell]) -> list[dict[str, Any]]:
+    """What each cell would run: method, label, dataset, seed, budget, input and optimisation."""
+    rows = []
+    for cell in cells:
+        spec, config = cell.planned.spec, cell.planned.config
+        optimiser, schedule = optimisation_summary(config)
+        rows.append(
+            {
+                "method": spec.method,
+                "label": cell.label,
+                "dataset": spec.dataset,
+                "seed": spec.seed,
+                "epochs": config.epochs,
+                "steps_per_epoch": getattr(config, "steps_per_epoch", None),
+                "image_size": config.image_size,
+                "batch_size": config.batch_size,
+                "optimizer": getattr(config, "optimizer", "adam"),
+                "lr": config.lr,
+                "optimiser": optimiser,
+                "schedule": schedule,
+                "run_id": cell.run_id,
+            }
+        )
+    return rows
 
 
 def cell_state(store: ResultsStore, cell: Cell) -> str:

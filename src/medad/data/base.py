@@ -46,8 +46,6 @@ class DatasetSource(ABC):
     channels: int = 1
     #: whether test abnormal images carry pixel masks
     has_masks: bool = False
-    #: epochs a method trains for on this dataset unless told otherwise (None: the method's default)
-    default_epochs: int | None = None
     #: masks are binarised at > this value; None: masks must be two-valued (`read_mask`)
     mask_threshold: float | None = None
 

@@ -56,8 +56,6 @@ class Benchmark:
     #: channels the paper trains on: grayscale everywhere except Camelyon16 (PAPER.md)
     channels: int = 1
     has_masks: bool = False
-    #: PAPER.md: "250 epochs (Brain Tumor 600)"; None leaves each method's own default
-    default_epochs: int | None = None
 
     @property
     def folders(self) -> tuple[str, ...]:
@@ -95,7 +93,6 @@ BENCHMARKS: dict[str, Benchmark] = {
             "datajson",
             SplitCounts(1000, 600, 600),
             "Kaggle dataset masoudnickparvar/brain-tumor-mri-dataset",
-            default_epochs=600,
         ),
         Benchmark(
             "lag",

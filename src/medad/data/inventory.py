@@ -81,14 +81,13 @@ class InventoryDataset(DatasetSource):
         modality: str,
         channels: int,
         has_masks: bool,
-        default_epochs: int | None = None,
         mask_threshold: float | None = None,
     ) -> None:
         inventory.raise_problems()
         self.mask_threshold = check_mask_threshold(mask_threshold)
         self.root = inventory.root
         self.name, self.modality, self.channels = name, modality, channels
-        self.has_masks, self.default_epochs = has_masks, default_epochs
+        self.has_masks = has_masks
         self._records: dict[Split, list[Record]] = {
             "train": list(inventory.records["train"]),
             "test": list(inventory.records["test"]),

@@ -10,7 +10,7 @@ name            folder                 layout                                   
 ==============  =====================  ================================================  =========
 ``rsna``        ``RSNA/``              ``images/*`` + ``data.json``                      1
 ``vincxr``      ``VinCXR/``            ``images/*`` + ``data.json``                      1
-``brain-tumor`` ``BrainTumor/``        ``images/*`` + ``data.json`` (600 epochs)         1
+``brain-tumor`` ``BrainTumor/``        ``images/*`` + ``data.json``                      1
 ``lag``         ``LAG/``               ``images/*`` + ``data.json``                      1
 ``isic2018``    ``ISIC2018/``          official ``ISIC2018_Task3_*`` folders (below)     1
 ``camelyon16``  ``Camelyon16/``        ``train/good``, ``test/good``, ``test/Ungood``    3
@@ -36,8 +36,8 @@ replaced by ``seg`` (``BraTS2021_00000_flair_80.png`` ↔ ``BraTS2021_00000_seg_
 
 Channels follow the paper's reconstruction protocol (grayscale except Camelyon16); every loader
 takes ``channels=3`` (``--data-option channels=3``) to keep colour, e.g. for LAG or ISIC2018.
-``default_epochs`` is None (each method's default, 250 for the paper's reconstruction methods)
-except Brain Tumor, which the paper trains for 600 epochs (PAPER.md, "Methods").
+Epoch budgets per dataset (Brain Tumor 600 for the reconstruction family, ...) are the methods'
+business: `medad.methods.budgets`.
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ def open_benchmark(
     ch = check_channels(channels, b.channels)
     if b.layout == "datajson":
         ds = DataJsonDataset(folder, channels=ch, name=b.name)
-        ds.modality, ds.default_epochs = b.modality, b.default_epochs
+        ds.modality = b.modality
         return ds
     scan = {"isic2018": scan_isic2018, "good-ungood": scan_good_ungood, "brats": scan_brats2021}
     return InventoryDataset(
@@ -307,19 +307,16 @@ def open_benchmark(
         modality=b.modality,
         channels=ch,
         has_masks=b.has_masks,
-        default_epochs=b.default_epochs,
         mask_threshold=mask_threshold,
     )
 
 
 def _register(b: Benchmark) -> None:
-    epochs = f"; {b.default_epochs} epochs by default" if b.default_epochs else ""
-
     @register_dataset(
         b.name,
         modality=b.modality,
         description=f"{b.title}: {b.folder}/{LAYOUT_TEXT[b.layout]} under --data-root "
-        f"(`medad prepare {b.name}` builds it){epochs}",
+        f"(`medad prepare {b.name}` builds it)",
         needs_root=True,
     )
     def factory(root: Path | None, **options: object) -> DatasetSource:

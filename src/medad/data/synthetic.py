@@ -872,7 +872,6 @@ class SyntheticDataset(DatasetSource):
 
     channels = 1
     has_masks = True
-    default_epochs = 50
 
     def __init__(
         self,

@@ -20,6 +20,13 @@ from torch import nn
 
 from medad.data.loading import Preprocess
 from medad.errors import MedadError
+from medad.methods.optimisation import (
+    CONSTANT,
+    OptimiserConfig,
+    OptimiserName,
+    ParamGroup,
+    Schedule,
+)
 
 
 class MethodConfig(BaseModel):
@@ -41,23 +48,54 @@ class MethodConfig(BaseModel):
 
 @dataclass
 class Phase:
-    """One optimiser inside a stage; phases of a stage alternate on every batch (GANs)."""
+    """One optimiser inside a stage; phases of a stage alternate on every batch (GANs).
+
+    `params` is a list of parameters, or of `ParamGroup`s with their own learning rates. The
+    optimiser (`optimizer`, `betas` for Adam/AdamW, `momentum`/`nesterov` for SGD) and its
+    `schedule` are data the engine turns into torch objects (`medad.methods.optimisation`)."""
 
     name: str
-    params: list[nn.Parameter]
+    params: list[nn.Parameter] | list[ParamGroup]
     lr: float
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     repeats: int = 1
+    optimizer: OptimiserName = "adam"
+    momentum: float = 0.0
+    nesterov: bool = False
+    schedule: Schedule = CONSTANT
 
 
 @dataclass
 class Stage:
-    """A number of epochs with a fixed set of phases; stages run one after another."""
+    """A number of epochs with a fixed set of phases; stages run one after another.
+
+    `steps_per_epoch` (None: one pass over the data) makes an epoch that many optimiser steps,
+    the data cycled through re-shuffled passes (MedIAnomaly's two-stage "epochs" of 256 steps)."""
 
     name: str
     epochs: int
     phases: list[Phase] = field(default_factory=list)
+    steps_per_epoch: int | None = None
+
+
+def config_phase(
+    name: str,
+    params: list[nn.Parameter] | list[ParamGroup],
+    config: MethodConfig,
+    lr: float | None = None,
+) -> Phase:
+    """A phase with the config's rate, weight decay and (if it has them) optimiser and schedule."""
+    extra = config.phase_options() if isinstance(config, OptimiserConfig) else {}
+    return Phase(
+        name, params, config.lr if lr is None else lr, weight_decay=config.weight_decay, **extra
+    )
+
+
+def config_stage(name: str, epochs: int, phases: list[Phase], config: MethodConfig) -> Stage:
+    """A stage with the config's `steps_per_epoch` when it has one."""
+    steps = config.steps_per_epoch if isinstance(config, OptimiserConfig) else None
+    return Stage(name, epochs, phases, steps_per_epoch=steps)
 
 
 @dataclass
@@ -75,6 +113,9 @@ class Method(nn.Module):
     family: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Config: ClassVar[type[MethodConfig]] = MethodConfig
+    #: the epoch budget it follows (`medad.methods.budgets`): a key of ``BUDGETS``, ``"own"``
+    #: (its config's ``epochs`` on every dataset) or None (its family's entry, if any)
+    budget: ClassVar[str | None] = None
 
     def __init__(self, config: MethodConfig, channels: int) -> None:
         super().__init__()
@@ -89,14 +130,13 @@ class Method(nn.Module):
         return Preprocess(size=config.image_size, channels=channels, value_range=(-1.0, 1.0))
 
     def stages(self) -> list[Stage]:
-        """Default: one Adam over all parameters for `config.epochs`."""
+        """Default: one phase over all parameters for `config.epochs` (Adam at a constant rate,
+        or the optimiser and schedule of an `OptimiserConfig`)."""
         c = self.config
         params = [p for p in self.parameters() if p.requires_grad]
         if not params or c.epochs == 0:
             return []
-        return [
-            Stage("train", c.epochs, [Phase("model", params, c.lr, weight_decay=c.weight_decay)])
-        ]
+        return [config_stage("train", c.epochs, [config_phase("model", params, c)], c)]
 
     def training_loss(
         self, x: torch.Tensor, stage: str, phase: str
@@ -157,13 +197,6 @@ def method_class(name: str) -> type[Method]:
     return _METHODS[name]
 
 
-def uses_study_schedule(cls: type[Method]) -> bool:
-    """Whether a method trains for the study's shared budget (250 epochs by default), so that a
-    dataset's own budget (Brain Tumor: 600; the embedded data: 50) replaces it. Methods with a
-    schedule of their own (DRAEM 700, two-stage SSL 100, frozen features 0) keep theirs."""
-    return cls.Config.model_fields["epochs"].default == MethodConfig.model_fields["epochs"].default
-
-
 def expand_dotted(cls: type[Method], values: dict[str, Any]) -> dict[str, Any]:
     """Apply dotted keys (``anomaly_params.blend``) to a copy of the mapping they point into.
 
@@ -180,9 +213,10 @@ def expand_dotted(cls: type[Method], values: dict[str, Any]) -> dict[str, Any]:
                 f"(fields: {', '.join(cls.Config.model_fields)})"
             )
         if field_name not in out:
-            out[field_name] = cls.Config.model_fields[field_name].get_default(
-                call_default_factory=True
-            )
+            default = cls.Config.model_fields[field_name].get_default(call_default_factory=True)
+            out[field_name] = default.model_dump() if isinstance(default, BaseModel) else default
+        elif isinstance(out[field_name], BaseModel):
+            out[field_name] = out[field_name].model_dump()
         parent: Any = out
         for name in [field_name, *path[:-1]]:
             if not isinstance(parent.get(name), dict):

@@ -12,11 +12,11 @@ regions filled with an augmented texture, half of the training images left uncha
 Architecture and constants follow the reference code (github VitjanZ/DRAEM): encoder widths
 b, 2b, 4b, 8b, 8b with b = 128 (reconstructive) and b, 2b, 4b, 8b, 8b, 8b with b = 64
 (discriminative), convolution weights N(0, 0.02), BatchNorm weights N(1, 0.02); Adam lr 1e-4 for
-both networks, batch 8, 700 epochs; images 256×256 in [0, 1]. Deviations: medad's engine has no
-learning-rate schedule (DRAEM multiplies the rate by 0.2 at 80 % and 90 % of the epochs); the SSIM
-is `medad.methods.parts.ssim.ssim_map` (reflect padding, DRAEM pads with zeros); textures are
-generated (`medad.anomalies.procedural_texture`) unless `texture_dir` names a folder such as
-DTD's ``images/``. Grayscale stays 1-channel (DRAEM's MVTec images are RGB).
+both networks, batch 8, 700 epochs, the rate multiplied by 0.2 at 80 % and 90 % of the epochs
+(``train_DRAEM.py``: ``MultiStepLR`` stepped per epoch); images 256×256 in [0, 1]. Deviations:
+the SSIM is `medad.methods.parts.ssim.ssim_map` (reflect padding, DRAEM pads with zeros);
+textures are generated (`medad.anomalies.procedural_texture`) unless `texture_dir` names a folder
+such as DTD's ``images/``. Grayscale stays 1-channel (DRAEM's MVTec images are RGB).
 
 Scores (DRAEM's ``test_DRAEM.py``): the anomaly map is the softmax probability of the anomaly
 class, unsmoothed; the image score is the maximum of that map after a `smoothing_kernel` × kernel
@@ -37,17 +37,22 @@ from torch import nn
 from medad.anomalies.textures import load_texture_folder
 from medad.data.loading import Preprocess
 from medad.methods.base import Method, MethodConfig, ScoreOutput, register
+from medad.methods.optimisation import OptimiserConfig, Schedule
 from medad.methods.parts.ssim import ssim_map
 from medad.methods.parts.synthetic_batch import synthesize_batch
 
 
-class DRAEMConfig(MethodConfig):
+class DRAEMConfig(MethodConfig, OptimiserConfig):
     epochs: int = Field(700, ge=0)
     """Training epochs (DRAEM: 700 on MVTec AD classes of a few hundred images)."""
     batch_size: int = Field(8, ge=1)
     """Mini-batch size (DRAEM: 8)."""
     lr: float = Field(1e-4, gt=0)
     """Adam learning rate of both sub-networks (DRAEM: 1e-4)."""
+    schedule: Schedule = Field(
+        default_factory=lambda: Schedule(kind="step", milestones=(0.8, 0.9), gamma=0.2)
+    )
+    """×0.2 at 80 % and 90 % of the epochs, stepped per epoch (DRAEM's ``MultiStepLR``)."""
     image_size: int = Field(256, ge=32, multiple_of=32)
     """Side of the square input, resized ignoring the aspect ratio (DRAEM: 256); the
     discriminative U-Net halves it five times, hence a multiple of 32."""

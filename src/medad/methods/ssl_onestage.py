@@ -32,9 +32,9 @@ averages over the zero-padded 256 map, which is the crop mean times a constant, 
 the same); ``image_score="max"`` or ``"topk"`` (mean of the `topk_fraction` highest pixels) are
 alternatives.
 
-Training budget (MedIAnomaly ``train_med.py``): Adam, lr 1e-3, batch 64, 250 epochs (VinDr-CXR
-400). Deviation: MedIAnomaly anneals the learning rate with a cosine schedule to 1e-6 over the
-epochs; medad's engine has no learning-rate schedules, so the rate stays at `lr`.
+Optimisation (MedIAnomaly ``ssl/one_stage/train_med.py``, ``train``): Adam, lr 1e-3, batch 64,
+``CosineAnnealingLR(T_max=epochs, eta_min=1e-6)`` stepped after every epoch; 250 epochs
+(VinDr-CXR 400: the ``epochs`` table of its ``__main__``, medad's `medad.methods.budgets`).
 """
 
 from __future__ import annotations
@@ -49,13 +49,17 @@ from pydantic import Field, model_validator
 from medad.data.loading import Preprocess
 from medad.errors import MedadError
 from medad.methods.base import Method, MethodConfig, ScoreOutput, register
+from medad.methods.optimisation import OptimiserConfig, Schedule
 from medad.methods.parts.resnet_unet import ResNetUNet
 from medad.methods.parts.scoring import MapScoreConfig, reduce_map
 from medad.methods.parts.synthetic_batch import check_generator_params, synthesize_batch
 
 
-class OneStageSSLConfig(MethodConfig, MapScoreConfig):
+class OneStageSSLConfig(MethodConfig, MapScoreConfig, OptimiserConfig):
     """MedIAnomaly's one-stage SSL settings (``ssl/one_stage/train_med.py``)."""
+
+    schedule: Schedule = Field(default_factory=lambda: Schedule(kind="cosine", eta_min=1e-6))
+    """Cosine annealing from `lr` to 1e-6 over the epochs, stepped per epoch (MedIAnomaly)."""
 
     image_size: int = Field(256, ge=32, multiple_of=16)
     """Side of the cached square: shorter side resized to it, centre-cropped (PAPER.md: 256)."""
@@ -86,6 +90,7 @@ class OneStageSSL(Method):
     """Shared base: segment synthetic anomalies of `anomaly_kind` with a ResNet18 U-Net."""
 
     family = "self-supervised"
+    budget = "one-stage-ssl"
     Config = OneStageSSLConfig
     #: generator name in `medad.anomalies.GENERATORS`
     anomaly_kind: ClassVar[str] = ""

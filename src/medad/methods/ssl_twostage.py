@@ -21,11 +21,15 @@ Following MedIAnomaly's two-stage code (``ssl/two_stage``: its run script trains
   0, 1, 2, ...; the loss is the cross-entropy (Li et al. Sec. 3.1: the 3-way variant classifies
   normal vs CutPaste vs CutPaste-Scar).
 
-Deviations, all forced by the shared engine: the optimiser is Adam (lr 1e-3, weight decay 3e-5)
-rather than MedIAnomaly's SGD (lr 0.03, momentum 0.9, cosine annealing), which the engine does not
-build; and an epoch is one pass over the training set, whereas MedIAnomaly's epoch is 256 steps of
-batch 64 (100 epochs = 25 600 steps), so the default 100 epochs train for fewer steps on small
-datasets.
+Optimisation (MedIAnomaly ``ssl/two_stage/run_training.py``, ``run_training``): SGD, lr 0.03,
+momentum 0.9, weight decay 3e-5, ``CosineAnnealingWarmRestarts(optimizer, epochs)`` stepped once
+per epoch, i.e. T_0 = the whole run, so the rate anneals once from 0.03 to 0 without restarting;
+an "epoch" is 256 steps of batch 64 drawn from the repeated, shuffled training set
+(`steps_per_epoch`), so 100 epochs are 25 600 steps on every dataset. Remaining deviations: the
+study steps its scheduler with the index of the epoch just finished (``scheduler.step(epoch)``),
+so its rate lags medad's by one epoch (epochs 0 and 1 both run at 0.03); with pretrained weights
+medad's head-only and full stages each get their own optimiser and schedule, where the study
+keeps one over the whole run.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from medad.anomalies import make_anomaly
-from medad.methods.base import MethodConfig, Phase, Stage, register
+from medad.methods.base import MethodConfig, Stage, config_phase, config_stage, register
+from medad.methods.optimisation import OptimiserConfig, OptimiserName, Schedule
 from medad.methods.parts.density import GaussianDensity
 from medad.methods.parts.embedding_density import (
     BackboneInput,
@@ -52,16 +57,23 @@ from medad.methods.parts.embedding_density import (
 HALF = (0.5, 0.5, 0.5)
 
 
-class TwoStageSSLConfig(MethodConfig):
+class TwoStageSSLConfig(MethodConfig, OptimiserConfig):
     epochs: int = Field(100, ge=0)
-    """Passes over the training set (MedIAnomaly's ``--epochs`` default 100; its epochs are 256
-    steps each, see the module docstring)."""
+    """Epochs of `steps_per_epoch` steps (MedIAnomaly's ``--epochs`` default 100)."""
     batch_size: int = Field(64, ge=2)
     """Normal images per step; each adds one synthetic anomaly per class (MedIAnomaly: 64)."""
-    lr: float = Field(1e-3, gt=0)
-    """Adam learning rate (MedIAnomaly uses SGD at 0.03; the engine builds Adam, see docstring)."""
+    optimizer: OptimiserName = "sgd"
+    """MedIAnomaly's two-stage ``--optim`` default ``sgd``."""
+    lr: float = Field(0.03, gt=0)
+    """Learning rate (MedIAnomaly's two-stage ``--lr`` default 0.03)."""
+    momentum: float = Field(0.9, ge=0, lt=1)
+    """SGD momentum (MedIAnomaly's two-stage code: 0.9)."""
     weight_decay: float = Field(3e-5, ge=0)
     """Weight decay (MedIAnomaly's two-stage code: 3e-5)."""
+    schedule: Schedule = Field(default_factory=lambda: Schedule(kind="cosine-restarts"))
+    """Cosine warm restarts with T_0 = the whole run, stepped per epoch (MedIAnomaly)."""
+    steps_per_epoch: int | None = Field(256, ge=1)
+    """Optimiser steps per epoch (MedIAnomaly, after Li et al.: 256); None: one pass."""
     image_size: int = Field(224, ge=32, multiple_of=16)
     """Side of the square input (PAPER.md, two-stage SSL: 224)."""
     weights: str = "random"
@@ -140,11 +152,11 @@ class TwoStageSSL(EmbeddingDensityMethod):
         freeze = min(c.freeze_epochs, c.epochs) if c.weights != "random" else 0
         stages = []
         if freeze:
-            head = Phase("head", list(self.head.parameters()), c.lr, weight_decay=c.weight_decay)
-            stages.append(Stage("head", freeze, [head]))
+            head = config_phase("head", list(self.head.parameters()), c)
+            stages.append(config_stage("head", freeze, [head], c))
         if c.epochs > freeze:
-            model = Phase("model", list(self.parameters()), c.lr, weight_decay=c.weight_decay)
-            stages.append(Stage("train", c.epochs - freeze, [model]))
+            model = config_phase("model", list(self.parameters()), c)
+            stages.append(config_stage("train", c.epochs - freeze, [model], c))
         return stages
 
     def train_transform(self, x: torch.Tensor) -> torch.Tensor:
