@@ -1,7 +1,8 @@
 """The one loop that trains and scores every method.
 
-`train` runs a method's stages (each a number of epochs with one or more alternating optimisers:
-a GAN is two phases of one stage, not a second loop), then its `fit` (density, memory bank).
+`train` runs a method's `prepare` (statistics of the training data it needs before any update),
+its stages (each a number of epochs with one or more alternating optimisers: a GAN is two phases
+of one stage, not a second loop), then its `fit` (density, memory bank).
 Optimisers and learning-rate schedules are data on the phases (`medad.methods.optimisation`);
 `build_optimizer` and `build_scheduler` turn them into torch objects, so the loop stays one.
 `predict` scores a split in batches into image scores [N] and maps [N, H, W] (None for methods
@@ -186,8 +187,15 @@ def train(
     method.rng = np.random.default_rng(seed)
     method.to(dev)
     gen = torch.Generator().manual_seed(seed)
-    stages: list[Stage] = method.stages()
+
+    def train_batches() -> Iterator[torch.Tensor]:
+        for idx in _batches(len(data), bs, None):
+            yield to_float(data.images[idx], pre, dev)
+
     bs = method.config.batch_size
+    with torch.no_grad():
+        method.prepare(train_batches)
+    stages: list[Stage] = method.stages()
     history = TrainHistory()
     start = time.perf_counter()
     per_pass = _batches_per_pass(len(data), bs)
@@ -251,11 +259,6 @@ def train(
                     text = " ".join(f"{k}={v:.5g}" for k, v in {**means, **rates}.items())
                     log(f"stage {stage.name} epoch {epoch + 1}/{stage.epochs} {text}")
     method.eval()
-
-    def train_batches() -> Iterator[torch.Tensor]:
-        for idx in _batches(len(data), bs, None):
-            yield to_float(data.images[idx], pre, dev)
-
     with torch.no_grad():
         method.fit(train_batches)
     history.seconds = time.perf_counter() - start

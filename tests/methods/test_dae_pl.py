@@ -17,7 +17,7 @@ from medad.errors import MedadError
 from medad.evaluation import evaluate
 from medad.methods.base import build_config, method_class
 from medad.methods.dae import coarse_noise
-from medad.methods.parts.perceptual import VGG19_LAYERS, load_feature_stats
+from medad.methods.parts.perceptual import VGG19_LAYERS, load_feature_stats, relative_l1_map
 from medad.methods.parts.pretrained import IMAGENET_MEAN, IMAGENET_STD, weights_file_name
 from medad.methods.parts.unet import UNet, group_count
 from tests.methods.common import train_and_predict
@@ -48,6 +48,25 @@ def test_unet_shapes_and_kascenas_size():
     assert sum(p.numel() for p in net.parameters()) == 7_701_825
     assert [group_count(c) for c in (64, 128, 256, 512)] == [8, 16, 16, 32]
     assert UNet(3, depth=3, base_width=4)(torch.zeros(2, 3, 32, 32)).shape == (2, 3, 32, 32)
+
+
+def test_dae_default_unet_is_the_studys_depth_5():
+    cls = method_class("dae")
+    config = build_config(cls, {})
+    assert config.depth == 5 and cls.preprocess(config, 1).size == 128
+    net = cls(config, 1).net
+    assert sum(p.numel() for p in net.parameters()) == 31_042_369  # MedIAnomaly: 31.0 M
+    assert net(torch.zeros(1, 1, 128, 128)).shape == (1, 1, 128, 128)
+    assert build("dae", depth=3).net.depth == 3  # still configurable
+
+
+def test_unet_ignores_a_constant_shift_of_its_input():
+    # why the study's −1 noise offset changes nothing (dae.py docstring): weight-standardised
+    # first conv after reflection padding
+    net = UNet(1, depth=2, base_width=8).eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x - 1.0), net(x), rtol=1e-4, atol=1e-4)
 
 
 def test_coarse_noise_is_coarse_zero_mean_and_of_the_asked_std():
@@ -134,8 +153,8 @@ def test_dae_config_defaults_and_checks():
 
 
 def test_dae_ranks_lesions_above_normals():
-    # 64 px and a quarter-width U-Net (16…128 channels) to fit the CPU test budget
-    overrides = {"image_size": 64, "base_width": 16, "epochs": 5}
+    # 64 px and a quarter-width U-Net of depth 4 (16…128 channels) to fit the CPU test budget
+    overrides = {"image_size": 64, "depth": 4, "base_width": 16, "epochs": 5}
     _, pred = train_and_predict("dae", overrides)
     assert pred.maps is not None and pred.maps.shape == (64, 64, 64)
     m = evaluate(pred)
@@ -190,7 +209,8 @@ def test_ae_pl_vgg_is_frozen_outside_optimiser_and_checkpoint(tiny_brain):
 def test_ae_pl_loss_and_map_equal_the_formula():
     method = build("ae-pl", weights="random", image_size=32).eval()
     x = torch.rand(6, 1, 32, 32) * 2 - 1
-    loss = method.training_loss(x, "train", "model")  # first batch: estimates μ, σ
+    method.prepare(lambda: iter([x]))  # a training split of these 6 images: estimates μ, σ
+    loss = method.training_loss(x, "train", "model")
     # by hand: a fresh torchvision VGG19 with the same weights, ImageNet input normalisation
     vgg = torchvision.models.vgg19(weights=None).features[:23].eval()
     vgg.load_state_dict(method.perceptual.features.frozen.state_dict())
@@ -221,6 +241,51 @@ def test_ae_pl_loss_and_map_equal_the_formula():
     up = F.interpolate(d[:, None], size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
     torch.testing.assert_close(out.maps, up)
     torch.testing.assert_close(out.image_scores, up.flatten(1).mean(1))
+
+
+def test_ae_pl_statistics_cover_the_whole_training_split(tiny_brain):
+    cls = method_class("ae-pl")
+    config = build_config(
+        cls, {"weights": "random", "image_size": 32, "epochs": 1, "batch_size": 4}
+    )
+    pre = cls.preprocess(config, 1)
+    train = load_split(tiny_brain, "train", pre)
+    method = engine.create_method(cls, config, 1, seed=0)
+    engine.train(method, train, pre, seed=0, device="cpu", progress=False)
+    # by hand: features of all 16 training images at once, not of the first batch of 4
+    x = engine.to_float(train.images, pre, torch.device("cpu"))
+    with torch.no_grad():
+        f = method.perceptual.features(x).transpose(0, 1).flatten(1).double()
+    mu, sigma = f.mean(1), f.std(1)
+    sigma = sigma.clamp_min(0.01 * float(sigma.mean()))
+    torch.testing.assert_close(method.perceptual.mean, mu.float(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(method.perceptual.std, sigma.float(), rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        first = method.perceptual.features(x[:4]).transpose(0, 1).flatten(1)
+    assert not torch.allclose(method.perceptual.mean, first.mean(1), rtol=1e-2)
+
+
+def test_ae_pl_statistics_file_is_used_and_kept(tmp_path, tiny_brain):
+    mean, std = torch.rand(512), torch.rand(512) + 0.5
+    path = tmp_path / "imagenet_relu4_2.npz"
+    np.savez(path, mean=mean.numpy(), std=std.numpy())
+    cls = method_class("ae-pl")
+    values = {"weights": "random", "image_size": 32, "epochs": 1, "batch_size": 8}
+    config = build_config(cls, {**values, "feature_stats": str(path)})
+    pre = cls.preprocess(config, 1)
+    method = engine.create_method(cls, config, 1, seed=0)
+    engine.train(method, load_split(tiny_brain, "train", pre), pre, seed=0, device="cpu",
+                 progress=False)  # fmt: skip
+    assert torch.equal(method.perceptual.mean, mean) and torch.equal(method.perceptual.std, std)
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        fx, fy = method.perceptual.features(x), method.perceptual.features(method.net(x))
+        expected = relative_l1_map(fx, fy, mean, std)
+        torch.testing.assert_close(method.perceptual(x, method.net(x)), expected)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, mean=mean.numpy())
+    with pytest.raises(MedadError, match="bad.npz.*'mean' and 'std'"):
+        build("ae-pl", weights="random", image_size=32, feature_stats=str(bad))
 
 
 def test_ae_pl_needs_the_vgg19_file_for_imagenet(tmp_path, monkeypatch):

@@ -8,11 +8,19 @@ map is that distance per feature position (relu4_2 has stride 8: an 8×8 map at 
 bilinearly to the input size; the image score is the mean of the map, as in MedIAnomaly's
 evaluation.
 
-Where medad differs: the per-channel feature normalisation. MedIAnomaly and Shvetsova et al.
-divide by ImageNet statistics from a file neither medad nor torchvision ships; by default medad
-estimates μ and σ on the first training batch of normal images instead (``feature_stats``), and
-takes the original file when given its path. VGG19 stays frozen and outside the optimiser and
-the checkpoint; ``weights`` picks ImageNet (the paper), random (tests) or a file.
+Where medad differs: the per-channel feature normalisation (``feature_stats``). MedIAnomaly and
+Shvetsova et al. subtract a mean and divide by the ``var`` entry of ImageNet statistics of VGG19
+relu4_2 features, from a file neither medad nor torchvision ships.
+
+- ``feature_stats=train`` (default): μ and σ of every channel over the whole training split,
+  estimated in one pass before training (`prepare`); the normal data's own scale, not ImageNet's;
+- ``feature_stats=FILE``: the original ``.pt`` (its ``r42`` entry, used exactly as the study does)
+  or a ``.pt``/``.npz`` with ``mean`` and ``std``: with ``weights=imagenet`` this is the study's
+  row exactly;
+- ``feature_stats=none``: no normalisation.
+
+VGG19 stays frozen and outside the optimiser and the checkpoint; ``weights`` picks ImageNet (the
+paper), random (tests) or a file.
 """
 
 from __future__ import annotations
@@ -36,8 +44,9 @@ class AEPLConfig(AEConfig):
     layer: str = "relu4_2"
     """VGG19 layer of the perceptual loss (Shvetsova et al. and MedIAnomaly: relu4_2)."""
     feature_stats: str = "train"
-    """Per-channel feature normalisation: train (first training batch), none, or a file with
-    (mean, std), e.g. Shvetsova et al.'s vgg19_ILSVRC2012_object_detection_mean_var.pt."""
+    """Per-channel feature normalisation: train (statistics of the whole training split), none,
+    or a file: Shvetsova et al.'s vgg19_ILSVRC2012_object_detection_mean_var.pt (the study's
+    ImageNet statistics) or a .pt/.npz with mean and std."""
 
     @field_validator("layer")
     @classmethod
@@ -63,14 +72,12 @@ class AEPL(Method):
             config.layer, config.weights, config.feature_stats, value_range
         )
 
-    def training_loss(self, x: torch.Tensor, stage: str, phase: str) -> torch.Tensor:
-        self.perceptual.estimate(x)  # once, before the first update (feature_stats=train)
-        return self.perceptual(x, self.net(x)).mean()
+    def prepare(self, batches: Callable[[], Iterator[torch.Tensor]]) -> None:
+        """``feature_stats=train``: μ, σ over the whole training split, before the first update."""
+        self.perceptual.estimate(batches())
 
-    def fit(self, batches: Callable[[], Iterator[torch.Tensor]]) -> None:
-        """Without training epochs, the statistics come from the first training batch here."""
-        if not bool(self.perceptual.ready):
-            self.perceptual.estimate(next(iter(batches())))
+    def training_loss(self, x: torch.Tensor, stage: str, phase: str) -> torch.Tensor:
+        return self.perceptual(x, self.net(x)).mean()
 
     def score(self, x: torch.Tensor) -> ScoreOutput:
         d = self.perceptual(x, self.net(x))

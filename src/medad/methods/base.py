@@ -4,7 +4,9 @@ A method is a plain `nn.Module` plus three short rules beside it: how it is opti
 (`stages`), what it minimises (`training_loss`) and how it scores (`score`). The one engine
 (`medad.engine`) runs every method through these, so no method owns a training loop. Methods
 that are fitted rather than trained (a Gaussian density, a memory bank) implement `fit`, which the
-engine calls after the gradient stages (if any) with the training batches.
+engine calls after the gradient stages (if any) with the training batches; methods whose loss
+needs statistics of the training data (AE-PL's feature normalisation) implement `prepare`, which
+the engine calls with the same batches before the first update.
 """
 
 from __future__ import annotations
@@ -143,6 +145,9 @@ class Method(nn.Module):
     ) -> torch.Tensor | dict[str, torch.Tensor]:
         """The loss to minimise for a batch `x` (a dict must hold the key ``"loss"``)."""
         raise MedadError(f"method {self.name!r} has no gradient training")
+
+    def prepare(self, batches: Callable[[], Iterator[torch.Tensor]]) -> None:
+        """Set data-derived state before training; `batches()` iterates over the train split."""
 
     def fit(self, batches: Callable[[], Iterator[torch.Tensor]]) -> None:
         """Fit non-gradient state after training; `batches()` iterates over the train split."""

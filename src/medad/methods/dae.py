@@ -12,13 +12,13 @@ mask; image score: the mean of the map.
 
 Where medad deliberately differs from MedIAnomaly's ``dae_worker.py``:
 
-- Noise shift. MedIAnomaly maps the noise as if it were an image, ``ns = (ns - 0.5) * 2``. The
-  factor 2 correctly converts a [0, 1] intensity difference to [-1, 1] units, but the shift adds a
-  constant −1 to every training input (half the dynamic range; on brain data also to the
-  background, after masking). The network learns to undo that offset and then meets clean,
-  unshifted inputs at test time, outside its training distribution. medad adds zero-mean noise:
-  2 · N(0, σ²) in [-1, 1] units, i.e. σ = 0.2 in the [0, 1] units of Kascenas' data (intensities
-  scaled by the 99th foreground percentile, so healthy tissue spans about [0, 1]).
+- Noise shift. MedIAnomaly maps the noise as if it were an image, ``ns = (ns - 0.5) * 2``, which
+  adds 2·N(0, σ²) plus a constant −1 to every training input. The constant has no effect on its
+  network: the U-Net's first layer is a weight-standardised conv (every filter's weights have zero
+  mean) after reflection padding (a constant image stays constant at the borders), so
+  conv(x + c) = conv(x) + c·Σw = conv(x). medad adds the zero-mean part only, 2 · N(0, σ²) in
+  [-1, 1] units (σ = 0.2 in the [0, 1] units of Kascenas' data), which trains the same function
+  and stays correct if the first layer is ever changed.
 - Foreground mask. MedIAnomaly masks only the noise, with ``x > x.min()`` over the batch, and only
   for its two brain datasets; its loss and score are unmasked. medad follows Kascenas: the mask
   (any channel above 1 % of the intensity range) limits the noise and the loss, and the score map
@@ -54,8 +54,9 @@ class DAEConfig(MethodConfig, MapScoreConfig):
     lr: float = Field(1e-3, gt=0)
     """Adam learning rate. MedIAnomaly's DAE runs used its default 1e-3 (``train_eval.sh`` passes
     only ``--input-size 128 -bs 16``); Kascenas used 1e-4 with AMSGrad and a cosine schedule."""
-    depth: int = Field(4, ge=1)
-    """U-Net levels (Kascenas' training script: 4)."""
+    depth: int = Field(5, ge=1)
+    """U-Net levels (MedIAnomaly: its U-Net's default 5, 31.0 M parameters at one channel;
+    Kascenas' training script: 4, 7.7 M)."""
     base_width: int = Field(64, ge=1)
     """Channels of the first U-Net level, doubled at each level (Kascenas: 2**6 = 64)."""
     noise_res: int = Field(16, ge=2)

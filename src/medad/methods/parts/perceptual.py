@@ -15,18 +15,26 @@ distance "relative", i.e. insensitive to the overall contrast of the image. The 
 is their training loss; the map itself, upsampled, is the anomaly map.
 
 On μ and σ (see `RelativePerceptualL1`): both codes load per-channel statistics of VGG19 features
-on ImageNet from a file they ship (``vgg19_ILSVRC2012_object_detection_mean_var.pt``) and divide
-by its second entry, named ``var``. That file is data medad cannot ship, and with random weights
-ImageNet statistics would not apply anyway. medad therefore standardises by statistics of the
-normal training images by default (mean and standard deviation of each channel over the first
-training batch), and also reads the original file, or a ``{"mean": …, "std": …}`` file, so runs
-with ImageNet weights can use exactly the original normalisation.
+on ImageNet from a file they ship (``vgg19_ILSVRC2012_object_detection_mean_var.pt``, key ``r42``)
+and divide by its second entry, named ``var`` (MedIAnomaly's ``utils/losses.py``,
+``PerceptualLoss.forward``: ``(f − mean) / var``). That file is data medad cannot ship, and with
+random weights ImageNet statistics would not apply anyway. Two normalisations are therefore offered:
+
+- ``train`` (default): the mean and standard deviation of each channel over the features of the
+  *whole* training split of normal images, in one pass before the first update (the engine's
+  `Method.prepare`). It plays the same role as the ImageNet file (features on a common scale per
+  channel) but is estimated on the data at hand, so results can differ from the study's;
+- a file: the original Shvetsova/MedIAnomaly ``.pt`` (used exactly as their code does, mean and
+  ``var`` as the divisor) or a ``{"mean": …, "std": …}`` ``.pt``/``.npz``: exact reproduction of
+  the study's row needs the original file and ``weights=imagenet``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -100,10 +108,11 @@ def relative_l1_map(
 class RelativePerceptualL1(nn.Module):
     """The relative perceptual L1 map d(x, y) on frozen VGG19 features, with its statistics.
 
-    `stats`: ``"train"`` (estimate μ, σ from the first batch given to `estimate`), ``"none"``
-    (μ = 0, σ = 1), or a file: ``{"mean": [c], "std": [c]}``, or the Shvetsova/MedIAnomaly file
-    ``{"r42": (mean, var), ...}`` whose second entry is used as the divisor exactly as their code
-    does. μ and σ are buffers, so they are saved with the method's checkpoint.
+    `stats`: ``"train"`` (estimate μ, σ over all the batches given to `estimate`), ``"none"``
+    (μ = 0, σ = 1), or a file: ``{"mean": [c], "std": [c]}`` (``.pt`` or ``.npz``), or the
+    Shvetsova/MedIAnomaly file ``{"r42": (mean, var), ...}`` whose second entry is used as the
+    divisor exactly as their code does. μ and σ are buffers, so they are saved with the method's
+    checkpoint.
     """
 
     def __init__(
@@ -125,17 +134,28 @@ class RelativePerceptualL1(nn.Module):
             self.std.copy_(s)
 
     @torch.no_grad()
-    def estimate(self, x: torch.Tensor) -> None:
-        """Set μ, σ per channel from the features of images `x`, once (later calls do nothing).
+    def estimate(self, batches: Iterable[torch.Tensor]) -> None:
+        """Set μ, σ per channel from the features of all images in `batches`, once (later calls,
+        and calls on a loss built from a statistics file, do nothing).
 
-        σ is floored at 1 % of its mean over channels: a channel (almost) silent on normal
-        images would otherwise get a weight in the thousands.
+        σ is the standard deviation over every image and position, floored at 1 % of its mean
+        over channels: a channel (almost) silent on normal images would otherwise get a weight in
+        the thousands.
         """
         if bool(self.ready):
             return
-        f = self.features(x).transpose(0, 1).flatten(1)  # [c, B·h·w]
-        std = f.std(dim=1)
-        self.mean.copy_(f.mean(dim=1))
+        total = squares = None
+        count = 0
+        for x in batches:
+            f = self.features(x).transpose(0, 1).flatten(1).double()  # [c, B·h·w]
+            s, q = f.sum(dim=1), (f * f).sum(dim=1)
+            total, squares = (s, q) if total is None else (total + s, squares + q)
+            count += f.shape[1]
+        if total is None or squares is None or count < 2:
+            raise MedadError("perceptual loss: feature statistics need at least one training image")
+        mean = total / count
+        std = ((squares - count * mean * mean) / (count - 1)).clamp_min(0.0).sqrt()
+        self.mean.copy_(mean)
         self.std.copy_(std.clamp_min(max(0.01 * float(std.mean()), 1e-12)))
         self.ready.fill_(True)
 
@@ -156,7 +176,11 @@ def load_feature_stats(path: Path, layer: str, channels: int) -> tuple[torch.Ten
             "(feature_stats= takes train, none or a file)"
         )
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".npz":
+            with np.load(path) as npz:
+                data = {k: torch.from_numpy(npz[k]) for k in npz.files}
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
         raise MedadError(f"{path}: cannot read feature statistics ({exc})") from exc
     short = "r" + layer.removeprefix("relu").replace("_", "")  # relu4_2 → r42 (their key)

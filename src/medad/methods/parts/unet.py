@@ -2,9 +2,10 @@
 
 Kascenas, Pugeault, O'Neil, "Denoising autoencoders for unsupervised anomaly detection in brain
 MRI", MIDL 2022; public code AntanasKascenas/DenoisingAE (``src/unet.py``, ``src/denoising.py``),
-which MedIAnomaly reuses for its DAE row. Their training script builds it with depth 4 and
-2**6 = 64 filters in the first level, so the levels have w, 2w, 4w, 8w = 64, 128, 256, 512 channels
-(at 1 input channel: 7.7 M parameters).
+which MedIAnomaly reuses for its DAE row. The first level has 2**6 = 64 filters, doubled at each
+level. MedIAnomaly builds it with the class's default depth 5 (``reconstruction/networks/unet.py``:
+64 … 1024 channels, 31.0 M parameters at 1 input channel); Kascenas' training script passes depth 4
+(64 … 512 channels, 7.7 M).
 
 - a level is two units of: reflection pad 1 → weight-standardised 3×3 conv → Swish → GroupNorm
   (normalisation after the activation, as in their code);
@@ -76,7 +77,7 @@ class UNet(nn.Module):
         self,
         in_channels: int = 1,
         out_channels: int | None = None,
-        depth: int = 4,
+        depth: int = 5,
         base_width: int = 64,
     ) -> None:
         super().__init__()
