@@ -37,6 +37,8 @@ def _epochs(method: str, dataset: str, **overrides) -> int:
         ("cutpaste-2stage", "vincxr", 100),
         ("anatpaste", "brain-tumor", 100),
         ("resnet18-imagenet", "rsna", 0),
+        ("rd", "brats2021", 200),  # RD4AD main.py
+        ("rd", "synth-brain", 50),
     ],
 )
 def test_each_family_trains_for_the_studys_budget_on_each_dataset(method, dataset, epochs):

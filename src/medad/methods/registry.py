@@ -15,6 +15,7 @@ from medad.methods import (
     fanogan,  # noqa: F401
     ganomaly,  # noqa: F401
     memae,  # noqa: F401
+    rd,  # noqa: F401
     resnet18_imagenet,  # noqa: F401
     ssl_onestage,  # noqa: F401
     ssl_twostage,  # noqa: F401
