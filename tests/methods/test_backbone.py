@@ -86,3 +86,16 @@ def test_unknown_layer_and_missing_weights_are_named(tmp_path, monkeypatch):
         FrozenBackbone("wide_resnet50_2", LAYERS, "imagenet")
     with pytest.raises(MedadError, match="teacher.pth"):
         FrozenBackbone("resnet18", LAYERS, str(tmp_path / "teacher.pth"))
+
+
+def test_random_weights_are_one_fixed_network_and_leave_the_global_seed_alone():
+    torch.manual_seed(1)
+    a = FrozenBackbone("resnet18", "layer1", "random")
+    after_a = torch.rand(3)
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(2)
+    b = FrozenBackbone("resnet18", "layer1", "random")
+    assert torch.equal(after_a, expected)  # building it drew nothing from the global generator
+    for p, q in zip(a.frozen.parameters(), b.frozen.parameters(), strict=True):
+        assert torch.equal(p, q)  # so a checkpoint reloads against the same features

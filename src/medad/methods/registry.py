@@ -12,6 +12,7 @@ from medad.methods import (
     constrae,  # noqa: F401
     dae,  # noqa: F401
     draem,  # noqa: F401
+    fae,  # noqa: F401
     fanogan,  # noqa: F401
     ganomaly,  # noqa: F401
     memae,  # noqa: F401

@@ -15,7 +15,9 @@ returns their outputs. Node names are torchvision's module paths: ``layer1``..``
 requires a gradient, it is kept out of ``parameters()`` and ``state_dict()`` (a checkpoint is
 rebuilt from the same `weights`, not stored; loading one works because the keys are simply
 absent), it stays in eval mode whatever ``train()`` is called on its owner (BatchNorm keeps the
-pretrained statistics), and it follows its owner across devices and dtypes. Grayscale input is
+pretrained statistics), and it follows its owner across devices and dtypes. ``weights="random"``
+is one fixed random network (drawn from seed `RANDOM_WEIGHTS_SEED`, the global random state left
+untouched), so a checkpoint reloads against the very features it was trained on. Grayscale input is
 replicated to 3 channels and ImageNet-normalised at its door only (`ImageNetInput`, STYLE.md).
 """
 
@@ -32,6 +34,9 @@ from medad.errors import MedadError
 from medad.methods.parts.pretrained import ImageNetInput, load_backbone
 
 Layers = str | Sequence[str]
+
+#: seed of the frozen network ``weights="random"`` stands for
+RANDOM_WEIGHTS_SEED = 0
 
 
 class BackboneFeatures(nn.Module):
@@ -93,7 +98,9 @@ class FrozenBackbone(nn.Module):
     ) -> None:
         super().__init__()
         self.arch, self.weights = arch, weights
-        net = BackboneFeatures(arch, layers, weights, ImageNetInput(value_range))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            net = BackboneFeatures(arch, layers, weights, ImageNetInput(value_range))
         net.requires_grad_(False).eval()
         object.__setattr__(self, "frozen", net)  # a plain attribute: not a registered submodule
         self.channels = net.channels

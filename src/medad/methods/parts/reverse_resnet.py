@@ -150,9 +150,14 @@ class UpBlock(nn.Module):
 
 
 class ReverseResNet(nn.Module):
-    """RD's student: embedding → features shaped as the teacher's layers 1, 2, 3 (in that order)."""
+    """RD's student: embedding → features shaped as the teacher's layers 1, 2, 3 (in that order).
 
-    def __init__(self, layout: ResNetLayout, in_channels: int) -> None:
+    `heads` > 0 adds that many sets of 1×1 convolutions (with bias) on the three outputs, as
+    ReContrast's two decoders sharing one body (its ``de_resnet.py``, ``output_conv=2``); the
+    output is then head 1's three scales, head 2's three scales, and so on.
+    """
+
+    def __init__(self, layout: ResNetLayout, in_channels: int, heads: int = 0) -> None:
         super().__init__()
         e, stages, cin = layout.expansion, [], in_channels
         for planes, n in zip((256, 128, 64), layout.decoder_blocks, strict=True):
@@ -164,6 +169,9 @@ class ReverseResNet(nn.Module):
             ]
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.ModuleList(stages)
+        self.heads = nn.ModuleList(
+            nn.ModuleList(nn.Conv2d(c, c, 1) for c in layout.channels) for _ in range(heads)
+        )
         _init(self)
 
     def forward(self, z: torch.Tensor) -> list[torch.Tensor]:
@@ -171,4 +179,7 @@ class ReverseResNet(nn.Module):
         for stage in self.stages:
             z = stage(z)
             outs.append(z)
-        return outs[::-1]
+        feats = outs[::-1]
+        if not len(self.heads):
+            return feats
+        return [conv(f) for head in self.heads for conv, f in zip(head, feats, strict=True)]
