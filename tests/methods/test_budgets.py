@@ -39,6 +39,10 @@ def _epochs(method: str, dataset: str, **overrides) -> int:
         ("cutpaste-2stage", "vincxr", 100),
         ("anatpaste", "brain-tumor", 100),
         ("resnet18-imagenet", "rsna", 0),
+        ("rd", "brats2021", 200),  # RD4AD main.py
+        ("rd", "synth-brain", 50),
+        ("fae", "rsna", 100),  # 100 epochs of 100 steps: the paper's 10 000 updates
+        ("recontrast", "isic2018", 20),  # 20 epochs of 100 steps: its ISIC script's 2000
     ],
 )
 def test_each_family_trains_for_the_studys_budget_on_each_dataset(method, dataset, epochs):

@@ -213,7 +213,7 @@ def test_ae_pl_loss_and_map_equal_the_formula():
     loss = method.training_loss(x, "train", "model")
     # by hand: a fresh torchvision VGG19 with the same weights, ImageNet input normalisation
     vgg = torchvision.models.vgg19(weights=None).features[:23].eval()
-    vgg.load_state_dict(method.perceptual.features.frozen.state_dict())
+    vgg.load_state_dict(method.perceptual.features.frozen.backbone.features.state_dict())
     mean, std = (
         torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
         torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),

@@ -151,7 +151,7 @@ def test_resnet18_imagenet_with_random_features_ranks_anomalies_and_stays_frozen
     assert method.density.fitted
     method.train()  # even in training mode, BatchNorm statistics stay ImageNet's
     method.embedding(torch.rand(4, 1, 64, 64))
-    before, after = fresh.embedding.state_dict(), method.embedding.state_dict()
+    before, after = fresh.embedding.frozen.state_dict(), method.embedding.frozen.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
@@ -167,4 +167,4 @@ def test_resnet18_imagenet_loads_from_the_hub_cache(tmp_path, monkeypatch, fake_
     monkeypatch.setenv("TORCH_HOME", str(fake_torch_home))
     method = cls(config, channels=1)
     saved = torch.load(fake_torch_home / "hub" / "checkpoints" / name, weights_only=True)
-    torch.testing.assert_close(method.embedding.backbone.conv1.weight, saved["conv1.weight"])
+    torch.testing.assert_close(method.embedding.frozen.backbone.conv1.weight, saved["conv1.weight"])

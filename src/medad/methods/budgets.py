@@ -10,6 +10,10 @@ A run trains for its method's budget on its dataset unless ``epochs`` is given (
 * methods without an entry keep their config's own ``epochs`` on every dataset: DRAEM 700
   (DRAEM's code), two-stage SSL 100 epochs of 256 steps (MedIAnomaly ``ssl/two_stage``),
   frozen-feature references 0;
+* feature reconstruction, one entry per method (their papers' code, none varies by dataset):
+  RD 200 (RD4AD ``main.py``); FAE counts steps, not passes: 100 epochs of 100 steps, the
+  paper's 10 000 updates, and ReContrast 20 epochs of 100 steps, the 2000 iterations of its
+  ISIC script, on every dataset (their configs' own);
 * the embedded synthetic datasets (``synth-*``) are small demonstrations: 50 epochs for the
   families above, so a demo ends in minutes (methods without an entry keep their own).
 
@@ -47,6 +51,7 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     "reconstruction": Budget(250, {"brain-tumor": 600, **EMBEDDED}),
     "one-stage-ssl": Budget(250, {"vincxr": 400, **EMBEDDED}),
+    "rd": Budget(200, dict(EMBEDDED)),
 }
 
 

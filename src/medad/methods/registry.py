@@ -12,9 +12,12 @@ from medad.methods import (
     constrae,  # noqa: F401
     dae,  # noqa: F401
     draem,  # noqa: F401
+    fae,  # noqa: F401
     fanogan,  # noqa: F401
     ganomaly,  # noqa: F401
     memae,  # noqa: F401
+    rd,  # noqa: F401
+    recontrast,  # noqa: F401
     resnet18_imagenet,  # noqa: F401
     ssl_onestage,  # noqa: F401
     ssl_twostage,  # noqa: F401

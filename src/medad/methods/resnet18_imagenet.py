@@ -5,7 +5,8 @@ methods (`medad.methods.ssl_twostage`), with no first stage. A torchvision ResNe
 weights embeds each image (global-average-pooled last feature map, 512 values); `fit` fits a
 Ledoit–Wolf Gaussian to the L2-normalised embeddings of the training images; the score is the
 Mahalanobis distance; no map. The ResNet is never trained: its parameters do not require
-gradients and it runs in eval mode (BatchNorm statistics stay ImageNet's).
+gradients, it runs in eval mode (BatchNorm statistics stay ImageNet's) and it is not saved in
+the checkpoint (`medad.methods.parts.backbone.FrozenBackbone`).
 
 Input: 224 × 224 in [0, 1] (PAPER.md, two-stage SSL), grayscale replicated to 3 channels and
 normalised with ImageNet's channel statistics, the ones the weights were trained with (MedIAnomaly
@@ -21,13 +22,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from medad.methods.base import MethodConfig, Stage, register
+from medad.methods.parts.backbone import FrozenBackbone
 from medad.methods.parts.density import GaussianDensity
-from medad.methods.parts.embedding_density import (
-    UNIT_RANGE,
-    EmbeddingDensityMethod,
-    ResNetEmbedding,
-)
-from medad.methods.parts.pretrained import ImageNetInput
+from medad.methods.parts.embedding_density import UNIT_RANGE, EmbeddingDensityMethod
 
 
 class ResNet18ImageNetConfig(MethodConfig):
@@ -48,15 +45,8 @@ class ResNet18ImageNet(EmbeddingDensityMethod):
 
     def __init__(self, config: ResNet18ImageNetConfig, channels: int) -> None:
         super().__init__(config, channels)
-        self.embedding = ResNetEmbedding(ImageNetInput(UNIT_RANGE), "resnet18", config.weights)
-        self.embedding.requires_grad_(False)
-        self.density = GaussianDensity(self.embedding.dim)
+        self.embedding = FrozenBackbone("resnet18", "flatten", config.weights, UNIT_RANGE)
+        self.density = GaussianDensity(self.embedding.channels)
 
     def stages(self) -> list[Stage]:
         return []
-
-    def train(self, mode: bool = True) -> ResNet18ImageNet:
-        """The backbone stays in eval mode: frozen features include BatchNorm's statistics."""
-        super().train(mode)
-        self.embedding.eval()
-        return self

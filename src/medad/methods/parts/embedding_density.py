@@ -20,8 +20,8 @@ from torch import nn
 
 from medad.data.loading import Preprocess
 from medad.methods.base import Method, MethodConfig, ScoreOutput
+from medad.methods.parts.backbone import BackboneFeatures
 from medad.methods.parts.density import GaussianDensity
-from medad.methods.parts.pretrained import load_backbone
 
 #: value range of the images these methods get (PAPER.md, two-stage SSL: ToTensor, [0, 1])
 UNIT_RANGE = (0.0, 1.0)
@@ -41,29 +41,29 @@ class BackboneInput(nn.Module):
         return (x - self.mean) / self.std
 
 
-class ResNetEmbedding(nn.Module):
-    """`door` then a torchvision ResNet up to its global average pool: [B, C, H, W] → [B, dim]."""
+class ResNetEmbedding(BackboneFeatures):
+    """`door` then a torchvision ResNet up to its global average pool: [B, C, H, W] → [B, dim].
+
+    The trainable embedding of the two-stage methods (`BackboneFeatures` on the ``flatten`` node,
+    the input of the classification layer, which is dropped); the frozen reference uses a
+    `FrozenBackbone` on the same node.
+    """
 
     def __init__(self, door: nn.Module, arch: str = "resnet18", weights: str = "random") -> None:
-        super().__init__()
-        self.door = door
-        self.backbone = load_backbone(arch, weights)
+        super().__init__(arch, "flatten", weights, door)
         #: embedding size: the input width of the classification layer that is dropped
-        self.dim: int = self.backbone.fc.in_features
-        self.backbone.fc = nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.door(x))
+        self.dim: int = self.channels
 
 
 class EmbeddingDensityMethod(Method):
     """Base of methods scored by a Gaussian density of `self.embedding` outputs.
 
-    Subclasses build ``self.embedding`` (a `ResNetEmbedding`) and ``self.density`` (a
-    `GaussianDensity` of the same dimension) in ``__init__``; training, if any, is theirs.
+    Subclasses build ``self.embedding`` (a `ResNetEmbedding`, or a `FrozenBackbone` on the same
+    node) and ``self.density`` (a `GaussianDensity` of the same dimension) in ``__init__``;
+    training, if any, is theirs.
     """
 
-    embedding: ResNetEmbedding
+    embedding: nn.Module
     density: GaussianDensity
 
     @classmethod

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from medad.errors import MedadError
-from medad.methods.parts.pretrained import ImageNetInput, load_backbone
+from medad.methods.parts.backbone import FrozenBackbone
 
 #: convs per VGG19 block (Simonyan & Zisserman 2015, configuration E)
 _VGG19_BLOCKS = (2, 2, 4, 4, 4)
@@ -60,12 +60,12 @@ def _relu_layers() -> dict[str, tuple[int, int, int]]:
 VGG19_LAYERS = _relu_layers()
 
 
-class FrozenVGG19(nn.Module):
+class FrozenVGG19(FrozenBackbone):
     """VGG19 features up to a ReLU layer, frozen: [B, C, S, S] in `value_range` → [B, c, S/r, S/r].
 
-    The VGG weights are pretrained data, not model state: they are kept out of ``parameters()``
-    (so no optimiser ever sees them) and out of ``state_dict()`` (so checkpoints stay small and
-    loading one needs the same `weights`), but they follow the module across devices and dtypes.
+    A `FrozenBackbone` on the node of that ReLU: the VGG weights are pretrained data, not model
+    state, kept out of ``parameters()`` and ``state_dict()`` (checkpoints stay small and loading
+    one needs the same `weights`), in eval mode, following the module across devices and dtypes.
     """
 
     def __init__(
@@ -74,25 +74,11 @@ class FrozenVGG19(nn.Module):
         weights: str = "imagenet",
         value_range: tuple[float, float] = (-1.0, 1.0),
     ) -> None:
-        super().__init__()
         if layer not in VGG19_LAYERS:
             raise MedadError(f"unknown VGG19 layer {layer!r}; use one of {', '.join(VGG19_LAYERS)}")
-        end, self.channels, self.stride = VGG19_LAYERS[layer]
-        self.layer = layer
-        self.input = ImageNetInput(value_range)
-        net = load_backbone("vgg19", weights).features[:end]
-        net.requires_grad_(False).eval()
-        object.__setattr__(self, "frozen", net)  # a plain attribute: not a registered submodule
-
-    frozen: nn.Sequential
-
-    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
-        super()._apply(fn, recurse)
-        self.frozen._apply(fn)
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.frozen(self.input(x))
+        end, _, stride = VGG19_LAYERS[layer]
+        super().__init__("vgg19", f"features.{end - 1}", weights, value_range)
+        self.layer, self.stride = layer, stride
 
 
 def relative_l1_map(
