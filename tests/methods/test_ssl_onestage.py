@@ -23,15 +23,16 @@ from tests.methods.common import method_metrics, train_and_predict
 
 #: the paper's 256 / 230 / 224 geometry scaled to the 64 px test images
 SMALL_SSL = {"image_size": 64, "train_center_crop": 58, "crop_size": 56}
-#: budgets that pass on the small synth-brain (seed 0, one CPU thread). The study's plain
-#: encoder-decoder (no skips) and the study's generators need more images than the 96 of
-#: SMALL_BRAIN: NSA 0.44 image AUROC there (0.86 with U-Net skips), 0.67 with 192 images;
-#: CutPaste (one-stage, shifted patches) 0.56 there, 0.76 with 192 images (50 + 50 test
-#: images); DRAEM 0.82.
+#: budgets that pass on the small synth-brain (seed 0). The study's plain encoder-decoder (no
+#: skips) and the study's generators need more than these budgets: NSA ranks at 0.40-0.67 image
+#: AUROC (96-192 images, one or two threads; pixel AUROC 0.86-0.90), so NSA's test trains its
+#: generator, loss and score with the U-Net skip option (0.84 image, 0.99 pixel AUROC on the 96
+#: images). CutPaste (one-stage, shifted patches) 0.56 on 96 images, 0.76 with 192 images (50 + 50
+#: test images); DRAEM 0.82.
 MORE_IMAGES = {"n_train": 192, "n_test_normal": 32, "n_test_abnormal": 32, "size": 64}
 BUDGETS = {
     "cutpaste-1stage": {**SMALL_SSL, "epochs": 8, "batch_size": 8},
-    "nsa": {**SMALL_SSL, "epochs": 8, "batch_size": 8},
+    "nsa": {**SMALL_SSL, "epochs": 8, "batch_size": 8, "skip_connections": True},
     "draem": {
         "image_size": 64,
         "reconstructive_width": 16,
@@ -44,7 +45,6 @@ BUDGETS = {
 }
 DATA = {
     "cutpaste-1stage": {**MORE_IMAGES, "n_test_normal": 50, "n_test_abnormal": 50},
-    "nsa": MORE_IMAGES,
 }
 PIXEL_KEYS = ("pixel_auroc", "pixel_ap", "best_dice", "aupro")
 
@@ -82,14 +82,16 @@ def test_fpi_ranks_planted_lesions_by_its_map_maximum() -> None:
 
 def test_pii_ranks_planted_lesions() -> None:
     """PII as MedIAnomaly runs it (mixed-gradient cloning, the stronger gradient weighted by
-    alpha, plain encoder-decoder). It localises the lesions (pixel AUROC 0.86 at seed 0, 192
-    images, 6 epochs) but its image ranking is weak at this budget: 0.55 (0.60 with U-Net skips;
-    0.30 with 256 images, 8 epochs; 0.40 by the map's maximum). Before the alpha fix, when the
-    blend ignored alpha, it ranked at 0.94. Tan et al.'s interpolated gradients
-    (``"blend": "interpolated"``) rank the same lesions below normals (0.30, see `PIIConfig`)."""
+    alpha). With the study's plain encoder-decoder it localises the lesions at this budget (pixel
+    AUROC 0.86, seed 0, 192 images, 6 epochs) but ranks images near chance (0.45-0.55, by thread
+    count); with the U-Net skip option, tested here, 0.78 image and 0.98 pixel AUROC. Before the
+    alpha fix, when the blend ignored alpha, it ranked at 0.94. Tan et al.'s interpolated
+    gradients (``"blend": "interpolated"``) rank the same lesions below normals (0.30, see
+    `PIIConfig`)."""
     data = {"n_train": 192, "n_test_normal": 50, "n_test_abnormal": 50, "size": 64}
-    metrics = method_metrics("pii", {**SMALL_SSL, "epochs": 6, "batch_size": 8}, data_options=data)
-    assert metrics["image_auroc"] > 0.5, metrics
+    config = {**SMALL_SSL, "epochs": 6, "batch_size": 8, "skip_connections": True}
+    metrics = method_metrics("pii", config, data_options=data)
+    assert metrics["image_auroc"] > 0.6, metrics
     assert metrics["pixel_auroc"] > 0.8, metrics
 
 
