@@ -175,7 +175,8 @@ def test_two_benches_on_one_out_share_cells_and_survive_a_kill(tmp_path):
     finished = [_events(log, "done") for log in logs]
     assert finished[0] and finished[1]
     assert started[0] & started[1] <= started[0] - finished[0]
-    assert len(started[0] - finished[0]) == 1
+    # at most one cell in flight when it died (none if the kill fell between two cells)
+    assert len(started[0] - finished[0]) <= 1
     rows = {r.run_id: r for r in ResultsStore(out).rows()}
     done = {k: r for k, r in rows.items() if r.status == "done"}
     assert finished[0] | finished[1] == set(done)
