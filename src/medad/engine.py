@@ -187,12 +187,12 @@ def train(
     method.rng = np.random.default_rng(seed)
     method.to(dev)
     gen = torch.Generator().manual_seed(seed)
+    bs = method.config.batch_size
 
     def train_batches() -> Iterator[torch.Tensor]:
         for idx in _batches(len(data), bs, None):
             yield to_float(data.images[idx], pre, dev)
 
-    bs = method.config.batch_size
     with torch.no_grad():
         method.prepare(train_batches)
     stages: list[Stage] = method.stages()

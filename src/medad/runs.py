@@ -117,8 +117,28 @@ def resolve_config(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
 def resolve(spec: RunSpec, data_root: Path | None = None) -> tuple[Any, Any, dict[str, Any]]:
     """Build the dataset and the validated method config; returns (dataset, config, resolved)."""
     config, resolved = resolve_config(spec)
-    dataset = get_dataset(spec.dataset, data_root, **spec.dataset_options)
+    dataset = open_dataset(spec, data_root)
     return dataset, config, resolved
+
+
+def open_dataset(spec: RunSpec, data_root: Path | None) -> Any:
+    """The dataset of `spec` under `data_root` (opening lists its files and digests their names
+    and sizes for the run id, so a grid opens each dataset once: `DatasetCache`)."""
+    return get_dataset(spec.dataset, data_root, **spec.dataset_options)
+
+
+class DatasetCache:
+    """Opened datasets by (name, data root, options), so planning a grid of many methods and
+    seeds opens (lists and digests) each dataset once, not once per cell."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, Any] = {}
+
+    def __call__(self, spec: RunSpec, data_root: Path | None) -> Any:
+        key = json.dumps([spec.dataset, str(data_root), spec.dataset_options], sort_keys=True)
+        if key not in self._open:
+            self._open[key] = open_dataset(spec, data_root)
+        return self._open[key]
 
 
 def config_hash(resolved: dict[str, Any]) -> str:
@@ -162,16 +182,25 @@ class PlannedRun:
         )
 
 
-def plan(spec: RunSpec, data_root: Path | None = None, *, open_data: bool = True) -> PlannedRun:
+def plan(
+    spec: RunSpec,
+    data_root: Path | None = None,
+    *,
+    open_data: bool = True,
+    datasets: DatasetCache | None = None,
+) -> PlannedRun:
     """Resolve and validate `spec` (method, dataset, config) without training anything.
 
     With ``open_data=False`` (`medad bench --plan`) a grid can be planned on a machine without the
     data: a dataset on disk is opened only if it is there, since its identity (folder, file names
     and sizes) is part of the run id. When it is not, `dataset` is None and so is `run_id`: the id
-    is known only once the data is read, and no other id is made up in its place."""
+    is known only once the data is read, and no other id is made up in its place. `datasets`
+    reuses the datasets a grid has already opened (`DatasetCache`)."""
     data_root = data_root if data_root is not None else default_data_root()
+    opener = datasets or open_dataset
     if open_data:
-        dataset, config, resolved = resolve(spec, data_root)
+        config, resolved = resolve_config(spec)
+        dataset = opener(spec, data_root)
     else:
         infos = {i.name: i for i in dataset_infos()}
         if spec.dataset not in infos:
@@ -181,7 +210,7 @@ def plan(spec: RunSpec, data_root: Path | None = None, *, open_data: bool = True
         dataset = None
         if infos[spec.dataset].needs_root:
             try:
-                dataset = get_dataset(spec.dataset, data_root, **spec.dataset_options)
+                dataset = opener(spec, data_root)
             except MedadError:
                 chash = config_hash(resolved)
                 return PlannedRun(spec, None, chash, resolved, None, config)
@@ -321,6 +350,8 @@ def record_failure(
     try:
         (store or ResultsStore(out)).finish(row)
     except MedadError:
+        # the store cannot be written (e.g. a full disk): the caller raises the run's own error,
+        # which says more than a failure to record it; only the failed row is missing
         pass
 
 

@@ -103,3 +103,23 @@ def test_a_plan_of_data_on_disk_names_the_real_run_ids_and_none_without_the_data
     ids = [r["run_id"] for r in planned]
     assert ids[:2] == [c.run_id for c in plan_cells(parse_experiment(text.rsplit("  - ", 1)[0]))]
     assert ids[0] != ids[1] and ids[2] is None  # two folders, two runs; a missing one: no id yet
+
+
+def test_a_grid_opens_each_dataset_once_not_once_per_cell(tmp_path, monkeypatch):
+    from medad import runs
+    from tests.test_cli import make_folder_dataset
+
+    root = make_folder_dataset(tmp_path / "a", n=4, size=32)
+    opened = []
+    real = runs.open_dataset
+    monkeypatch.setattr(runs, "open_dataset", lambda spec, r: opened.append(r) or real(spec, r))
+    exp = parse_experiment(
+        "name: t\nseeds: [0, 1, 2]\n"
+        "methods: [ae, {name: ae, label: z4, set: {latent_size: 4}}]\n"
+        f"datasets: [{{name: folder, data_root: {root}}}]\n"
+    )
+    for open_data in (True, False):
+        opened.clear()
+        cells = plan_cells(exp, open_data=open_data)
+        assert len(cells) == 6 and len({c.run_id for c in cells}) == 6
+        assert len(opened) == 1

@@ -79,6 +79,7 @@ def plan_cells(
     ``open_data=False`` plans without opening the datasets (`medad bench --plan`)."""
     embedded = {i.name for i in dataset_infos() if not i.needs_root}
     cells: dict[str, Cell] = {}
+    datasets = runs.DatasetCache()  # each dataset listed and digested once, not once per cell
     for m in exp.methods:
         fields = method_class(m.name).Config.model_fields
         for d in exp.datasets:
@@ -99,7 +100,7 @@ def plan_cells(
                         options = {**options, **exp.quick.dataset_options}
                 spec = runs.RunSpec(m.name, d.name, seed, overrides, options)
                 try:
-                    planned = runs.plan(spec, root, open_data=open_data)
+                    planned = runs.plan(spec, root, open_data=open_data, datasets=datasets)
                 except MedadError as exc:
                     raise MedadError(f"method {m.display!r} on dataset {d.name!r}: {exc}") from None
                 # a plan without its data has no run id yet: one cell per (config, data folder)
