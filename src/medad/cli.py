@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from medad.cli_data import register as register_data_commands
+from medad.cli_weights import register as register_weights_commands
 from medad.errors import MedadError
 from medad.outputs import check_output_root
 from medad.results.store import LEASE_TIMEOUT
@@ -564,6 +565,7 @@ def anomalies(
 
 # ``prepare`` and ``check-data`` are defined beside the data layer
 register_data_commands(app, console=console, err_console=err_console, fail=_fail)
+register_weights_commands(app, console=console, err_console=err_console, fail=_fail)
 
 
 def main() -> None:  # pragma: no cover

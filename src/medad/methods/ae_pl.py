@@ -58,6 +58,7 @@ class AEPLConfig(AEConfig):
 
 @register("ae-pl")
 class AEPL(Method):
+    backbones = ("vgg19",)
     family = "reconstruction"
     description = "Autoencoder trained with a relative perceptual L1 loss on VGG19 features"
     Config = AEPLConfig

@@ -118,6 +118,8 @@ class Method(nn.Module):
     #: the epoch budget it follows (`medad.methods.budgets`): a key of ``BUDGETS``, ``"own"``
     #: (its config's ``epochs`` on every dataset) or None (its family's entry, if any)
     budget: ClassVar[str | None] = None
+    #: pretrained networks it always uses (besides its config's ``backbone``), for `medad weights`
+    backbones: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: MethodConfig, channels: int) -> None:
         super().__init__()

@@ -38,6 +38,7 @@ class ResNet18ImageNetConfig(MethodConfig):
 
 @register("resnet18-imagenet")
 class ResNet18ImageNet(EmbeddingDensityMethod):
+    backbones = ("resnet18",)
     family = "feature-reference"
     description = "Frozen ImageNet ResNet18 embedding, score = Mahalanobis distance to the normals"
     Config = ResNet18ImageNetConfig

@@ -125,6 +125,7 @@ def colour_jitter_batch(x: torch.Tensor, strength: float, rng: np.random.Generat
 class TwoStageSSL(EmbeddingDensityMethod):
     """ResNet18 classifier of normal vs synthetic anomalies, then a Gaussian of its embeddings."""
 
+    backbones = ("resnet18",)
     family = "self-supervised"
     Config = TwoStageSSLConfig
 
