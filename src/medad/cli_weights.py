@@ -36,7 +36,7 @@ def register(
         ctx: typer.Context,
         json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     ) -> None:
-        """List every backbone the registered methods use, the file medad reads, and if it is there."""
+        """List the backbones the methods use, the file medad reads, and whether it is there."""
         if ctx.invoked_subcommand is not None:
             return
         from medad.methods.weights import inventory

@@ -1,4 +1,4 @@
-"""`medad weights`: the inventory of pretrained files and a checked fetch (served from 127.0.0.1)."""
+"""`medad weights`: the inventory of pretrained files and a checked fetch (from 127.0.0.1)."""
 
 from __future__ import annotations
 

@@ -96,9 +96,7 @@ def inventory() -> list[BackboneWeights]:
             users.setdefault(backbone, []).append(info.name)
         if accepts_any_backbone(info.cls):  # so EfficientNet-Lite0 too, with offline weights
             users.setdefault(EFFICIENTNET_LITE0, []).append(info.name)
-    return [
-        BackboneWeights(**{**asdict(locate(b)), "methods": tuple(m)}) for b, m in users.items()
-    ]
+    return [BackboneWeights(**{**asdict(locate(b)), "methods": tuple(m)}) for b, m in users.items()]
 
 
 def _hash_prefix(file_name: str) -> str | None:
@@ -131,9 +129,10 @@ def fetch(backbone: str, url: str | None = None, timeout: float = 60.0) -> Path:
     try:
         digest = hashlib.sha256()
         try:
-            with urllib.request.urlopen(source, timeout=timeout) as response, os.fdopen(
-                fd, "wb"
-            ) as out:
+            with (
+                urllib.request.urlopen(source, timeout=timeout) as response,
+                os.fdopen(fd, "wb") as out,
+            ):
                 while chunk := response.read(1 << 20):
                     digest.update(chunk)
                     out.write(chunk)
@@ -165,4 +164,10 @@ def copy_into_cache(backbone: str, file: Path) -> Path:
 
 __all__ = [
     "BackboneWeights",
-    "accepts_any_backbone", "copy_into_cache", "fetch", "inventory", "locate", "method_backbones"]
+    "accepts_any_backbone",
+    "copy_into_cache",
+    "fetch",
+    "inventory",
+    "locate",
+    "method_backbones",
+]
