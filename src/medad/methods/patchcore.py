@@ -32,7 +32,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from medad.data.loading import Preprocess
 from medad.errors import MedadError
@@ -86,6 +86,13 @@ class PatchCoreConfig(MethodConfig):
     """Rows per block of the nearest-neighbour search (memory ≈ chunk_size² floats)."""
     sigma: float = Field(4.0, ge=0)
     """σ of the Gaussian smoothing of the upsampled map (code: 4; 0: none)."""
+
+    @field_validator("patch_size")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("must be odd (a neighbourhood centred on its patch)")
+        return value
 
 
 def channel_average(features: torch.Tensor, dim: int) -> torch.Tensor:
