@@ -183,7 +183,8 @@ class PatchCore(Method):
         del projected
         n = points.shape[0]
         start = int(torch.randint(n, (1,), generator=gen))
-        picks = greedy_k_center(points.to(device), coreset_size(n, c.coreset_ratio), start)
+        k = coreset_size(n, c.coreset_ratio)
+        picks = torch.arange(n) if k == n else greedy_k_center(points.to(device), k, start)
         self.bank.features = gather_rows(chunks, picks).to(device)
 
     def score(self, x: torch.Tensor) -> ScoreOutput:
