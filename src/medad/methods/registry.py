@@ -16,6 +16,8 @@ from medad.methods import (
     fanogan,  # noqa: F401
     ganomaly,  # noqa: F401
     memae,  # noqa: F401
+    padim,  # noqa: F401
+    patchcore,  # noqa: F401
     rd,  # noqa: F401
     recontrast,  # noqa: F401
     resnet18_imagenet,  # noqa: F401
