@@ -36,6 +36,12 @@ METRIC_NAMES = {
     "best_dice": "Best Dice*",
     "best_dice_paper": "Best Dice* (paper)",
     "aupro": "AUPRO@0.3",
+    "sens_at_95spec": "Sens@95%Spec",
+    "image_sensitivity_thr": "Image sens.@thr",
+    "image_specificity_thr": "Image spec.@thr",
+    "dice_thr": "Dice@thr",
+    "pixel_sensitivity_thr": "Pixel sens.@thr",
+    "pixel_specificity_thr": "Pixel spec.@thr",
 }
 FORMATS = ("rich", "md", "csv", "latex", "json")
 
@@ -85,7 +91,11 @@ def _config_fields(row: RunRow) -> dict[str, Any]:
                 out[f"{prefix}{key}"] = value
         return out
 
-    return {**flat(cfg.get("dataset_options") or {}), **flat(cfg.get("config") or {})}
+    return {
+        **flat(cfg.get("dataset_options") or {}),
+        **flat(cfg.get("config") or {}),
+        **flat(cfg.get("protocol") or {}),
+    }
 
 
 def _value_text(value: Any) -> str:
