@@ -203,6 +203,12 @@ def _cell(s: Stat | None, mixed_seeds: bool = False) -> str:
     return f"{100 * s.mean:.1f}"
 
 
+def cell_text(summary: Summary, label: str, dataset: str, metric: str) -> str:
+    """One cell as the tables show it (mean ± std, a single run's interval, or its value)."""
+    mixed = len(_seed_counts(summary)) > 1
+    return _cell(summary.values.get((label, dataset, metric)), mixed)
+
+
 def _cells(summary: Summary, label: str) -> list[tuple[str, bool]]:
     """(text, is best) of each column of a row."""
     mixed = len(_seed_counts(summary)) > 1
