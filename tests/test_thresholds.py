@@ -50,3 +50,15 @@ def test_a_validation_split_is_held_out_before_training(tmp_path):
 def test_a_bad_protocol_is_a_clear_error():
     with pytest.raises(MedadError, match="validation_fraction"):
         runs.resolve_config(_spec(validation_fraction=1.5))
+
+
+def test_a_bench_file_sets_the_protocol_for_every_method():
+    from medad.bench import plan_cells
+    from medad.bench.config import parse_experiment
+
+    exp = parse_experiment(
+        "name: t\nseeds: [0]\nset: {validation_fraction: 0.25}\nmethods: [ae, ae-l1]\n"
+        "datasets:\n  - {name: synth-brain, options: {n_train: 16, size: 32}}\n"
+    )
+    cells = plan_cells(exp, open_data=False)
+    assert all(c.planned.resolved["protocol"] == {"validation_fraction": 0.25} for c in cells)
