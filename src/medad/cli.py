@@ -471,6 +471,9 @@ def compare(
     ] = Path("medad-runs"),
     dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples (image metrics).")] = 2000,
+    pixel_n_boot: Annotated[
+        int, typer.Option(help="Resamples for pixel metrics (each re-sorts all pixels; 0: skip).")
+    ] = 200,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
 ) -> None:
     """Is A better than B? Paired on the same test images, per dataset and seed: DeLong's test
@@ -478,7 +481,9 @@ def compare(
     from medad.results.comparison import compare as compare_runs
 
     try:
-        found = compare_runs(results_, a, b, dataset=dataset, n_boot=n_boot)
+        found = compare_runs(
+            results_, a, b, dataset=dataset, n_boot=n_boot, pixel_n_boot=pixel_n_boot
+        )
     except MedadError as exc:
         raise _fail(str(exc)) from None
     if json_:

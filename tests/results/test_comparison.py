@@ -109,7 +109,11 @@ def test_cli_compare_and_table(store):
     (first, _) = json.loads(res.stdout)
     assert first["metrics"][0]["test"] == "DeLong" and first["metrics"][0]["p_value"] < 0.01
     res = runner.invoke(app, ["compare", "good", "poor", "--results", str(store.root)])
-    assert res.exit_code == 0 and "DeLong" in res.stdout and "paired bootstrap" in res.stdout
+    assert res.exit_code == 0 and "DeLong" in res.stdout and "Pixel AP" in res.stdout
+    res = runner.invoke(
+        app, ["compare", "good", "poor", "--results", str(store.root), "--pixel-n-boot", "0"]
+    )
+    assert res.exit_code == 0 and "paired bootstrap" in res.stdout and "Pixel" not in res.stdout
     res = runner.invoke(app, ["table", "--results", str(store.root), "--format", "json", "--ci"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["rows"][0]["n_abnormal"] == N_ABNORMAL

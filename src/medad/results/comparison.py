@@ -161,8 +161,9 @@ def compare_predictions(
     seed: int = 0,
     pixel_metrics: tuple[str, ...] = ("pixel_auroc", "pixel_ap"),
 ) -> list[MetricComparison]:
-    """DeLong for image AUROC, paired bootstrap for image AP and (when both runs have maps and
-    the test set masks) `pixel_metrics`."""
+    """DeLong for image AUROC, paired bootstrap for image AP and (when both runs have maps, the
+    test set masks and `pixel_n_boot` > 0) `pixel_metrics`. Each pixel resample sorts every test
+    pixel again (about a second per metric on BraTS-sized test sets), hence its own count."""
     if a.ids != b.ids or not np.array_equal(a.labels, b.labels):
         raise MedadError(
             "the two runs scored different test images (their image ids or labels differ); a "
@@ -181,7 +182,8 @@ def compare_predictions(
         )
     ]  # fmt: skip
     names = ["image_ap"]
-    if a.maps is not None and b.maps is not None and a.masks is not None and a.masks.any():
+    with_pixels = a.maps is not None and b.maps is not None and a.masks is not None
+    if pixel_n_boot > 0 and with_pixels and a.masks.any():
         names += list(pixel_metrics)
     for name in names:
         fa, fb = _metric_on(a, name), _metric_on(b, name)
