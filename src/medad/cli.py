@@ -16,7 +16,7 @@ from medad.cli_data import register as register_data_commands
 from medad.errors import MedadError
 from medad.outputs import check_output_root
 from medad.results.store import LEASE_TIMEOUT
-from medad.results.tables import METRIC_NAMES
+from medad.results.tables import METRIC_NAMES, RUN_COLUMNS
 
 app = typer.Typer(
     help="Train, evaluate and compare anomaly-detection methods on medical images.",
@@ -56,7 +56,7 @@ def metrics_table(
     title: str, rows: list[tuple[str, dict[str, float]]], status: list[str] | None = None
 ) -> Table:
     """A Rich table of metrics in percent, one row per run (missing metrics shown as –)."""
-    present = [m for m in METRIC_NAMES if any(m in r for _, r in rows)]
+    present = [m for m in RUN_COLUMNS if any(m in r for _, r in rows)]
     oracle = any("best_dice" in r for _, r in rows)
     table = Table(
         title=title, caption="* threshold chosen on the test masks (oracle)" if oracle else None

@@ -43,6 +43,16 @@ METRIC_NAMES = {
     "pixel_sensitivity_thr": "Pixel sens.@thr",
     "pixel_specificity_thr": "Pixel spec.@thr",
 }
+#: the per-run tables of `medad run` / `results` / `evaluate` (the rest: `--json`, `medad table`)
+RUN_COLUMNS = (
+    "image_auroc",
+    "image_ap",
+    "pixel_auroc",
+    "pixel_ap",
+    "best_dice",
+    "best_dice_paper",
+    "aupro",
+)
 FORMATS = ("rich", "md", "csv", "latex", "json")
 
 
