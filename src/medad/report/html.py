@@ -20,6 +20,7 @@ import html
 import math
 import os
 import time
+import zipfile
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -121,6 +122,19 @@ def _first_seed_runs(rows: list[RunRow]) -> dict[tuple[str, str], RunRow]:
     for r in sorted(rows, key=lambda r: r.seed):
         chosen.setdefault((labels[r.run_id], r.dataset), r)
     return chosen
+
+
+def _image_predictions(store: ResultsStore, row: RunRow) -> Predictions | None:
+    """A run's image-level predictions only (an npz member is read only when asked for, so the
+    maps of large test sets stay on disk)."""
+    path = store.run_path(row)
+    if path is None or not (path / "predictions.npz").is_file():
+        return None
+    try:
+        with np.load(path / "predictions.npz", allow_pickle=False) as z:
+            return Predictions([str(i) for i in z["ids"]], z["labels"], z["image_scores"])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # damaged: no interval
+        return None
 
 
 def _load_predictions(store: ResultsStore, row: RunRow) -> Predictions | None:
@@ -297,14 +311,17 @@ def build_report(
     summary = summarize(done, metrics)
     image_metrics = ("image_auroc", "image_ap")
 
+    intervals: dict[tuple[str, str], tuple[float, float] | None] = {}
+
     def interval(row: RunRow, metric: str) -> tuple[float, float] | None:
-        """Single runs' intervals of image metrics (pixel-metric bootstraps re-sort every pixel
-        per resample: `medad table --ci` computes them on request)."""
-        pred = _load_predictions(store, row) if metric in image_metrics else None
-        if pred is None:
-            return None
-        found = run_interval(pred, metric, n_boot=REPORT_N_BOOT)
-        return found.low, found.high
+        """Single runs' intervals of image metrics, each computed once (pixel-metric bootstraps
+        re-sort every pixel per resample: `medad table --ci` computes them on request)."""
+        key = (row.run_id, metric)
+        if key not in intervals:
+            pred = _image_predictions(store, row) if metric in image_metrics else None
+            found = run_interval(pred, metric, n_boot=REPORT_N_BOOT) if pred else None
+            intervals[key] = (found.low, found.high) if found else None
+        return intervals[key]
 
     annotate_summary(summary, store)
     add_intervals(summary, interval, 0.95)
