@@ -33,6 +33,10 @@ def _p(p: float) -> str:
     return "&lt; 0.001" if p < 1e-3 else f"{p:.3f}"
 
 
+def _p_is(p: float) -> str:
+    return "p &lt; 0.001" if p < 1e-3 else f"p = {p:.3f}"
+
+
 def per_dataset_html(
     dataset: str, preds: dict[str, tuple[RunRow, Predictions]], summary: Summary
 ) -> str:
@@ -52,8 +56,8 @@ def per_dataset_html(
             versus = "best"
         else:
             try:
-                test = delong_test(preds[best][1].image_scores, pred.image_scores, pred.labels)
-                versus = f"{100 * test.difference:+.1f}, p = {_p(test.p_value)}"
+                test = delong_test(pred.image_scores, preds[best][1].image_scores, pred.labels)
+                versus = f"{100 * test.difference:+.1f}, {_p_is(test.p_value)}"
             except MedadError as exc:
                 versus = html.escape(str(exc))
         seeds = summary.values.get((label, dataset, "image_auroc"))
@@ -71,8 +75,8 @@ def per_dataset_html(
         f"<table class='statistics wide' data-dataset='{html.escape(dataset)}'><caption>"
         f"{html.escape(dataset)} (n = {n - n_abnormal} normal + {n_abnormal} abnormal): one run "
         f"per row (the seed shown), 95 % stratified bootstrap intervals ({REPORT_N_BOOT} "
-        "resamples of the test images within each label); last column: AUROC difference to the "
-        "best row and DeLong's two-sided p on the same images</caption><tr><th>row</th>"
+        "resamples of the test images within each label); last column: the row's AUROC minus the "
+        "best row's, and DeLong's two-sided p on the same images</caption><tr><th>row</th>"
         "<th>seed</th><th>image AUROC [95 % CI]</th><th>image AP [95 % CI]</th>"
         f"<th>vs {html.escape(best)} (DeLong)</th></tr>{''.join(body)}</table>"
     )
@@ -104,9 +108,9 @@ def across_datasets_html(summary: Summary, metric: str = "image_auroc") -> tuple
     image = plots.cd_diagram(title, mean_ranks, cd, groups)
     text = [
         f"<p>Friedman test over {n_data} datasets and {len(rows)} rows ({METRIC_NAMES[metric]}, "
-        f"mean over seeds): χ²<sub>F</sub> = {result.chi2:.2f}, p = {_p(result.p_value)}; "
+        f"mean over seeds): χ²<sub>F</sub> = {result.chi2:.2f}, {_p_is(result.p_value)}; "
         f"Iman-Davenport F<sub>F</sub> = {result.iman_davenport:.2f}"
-        + (f", p = {_p(result.p_value_f)}" if math.isfinite(result.p_value_f) else "")
+        + (f", {_p_is(result.p_value_f)}" if math.isfinite(result.p_value_f) else "")
         + f". Nemenyi critical difference of mean ranks: {cd:.2f}. Rows joined by a bar in "
         "the diagram do not differ significantly.</p>"
     ]
