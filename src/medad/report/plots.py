@@ -175,8 +175,11 @@ def gallery_figure(
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     if shown is not None:  # one scale for every map: the bar says what a colour means
-        bar = fig.colorbar(shown, ax=list(axes[1]), fraction=0.025, pad=0.01)
-        bar.set_label("anomaly score (99.5th pct. clipped)", fontsize=7)
+        fig.subplots_adjust(right=0.93)
+        box = axes[1, -1].get_position()
+        cax = fig.add_axes((0.945, box.y0, 0.012, box.height))
+        bar = fig.colorbar(shown, cax=cax)
+        bar.set_label("anomaly score\n(clipped at 99.5th pct.)", fontsize=7)
         bar.ax.tick_params(labelsize=6)
     return _png(fig)
 
