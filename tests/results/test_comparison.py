@@ -15,7 +15,7 @@ from medad.metrics import image_auroc
 from medad.predictions import Predictions
 from medad.results.comparison import annotate_summary, compare
 from medad.results.store import ResultsStore, RunRow
-from medad.results.tables import render_text, summarize
+from medad.results.tables import render_text, summarize, to_rich
 
 N_NORMAL, N_ABNORMAL = 30, 20
 
@@ -119,3 +119,16 @@ def test_cli_compare_and_table(store):
     assert json.loads(res.stdout)["rows"][0]["n_abnormal"] == N_ABNORMAL
     res = runner.invoke(app, ["compare", "good", "missing", "--results", str(store.root)])
     assert res.exit_code == 2 and "no finished run named" in res.output
+
+
+def test_the_terminal_table_shows_intervals_and_says_what_they_are(store):
+    from rich.console import Console
+
+    summary = summarize(store.rows(), ["image_auroc"])
+    annotate_summary(summary, store, intervals=True, n_boot=100)
+    console = Console(width=200, record=True)
+    console.print(to_rich(summary))
+    text = " ".join(console.export_text().split())  # the caption wraps to the table's width
+    low, high = summary.values[("single", "brain", "image_auroc")].ci
+    assert f"[{100 * low:.1f}, {100 * high:.1f}]" in text
+    assert "[low, high]: 95 % bootstrap interval" in text

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 from medad.errors import MedadError
@@ -251,13 +252,14 @@ def _header(dataset: str, metric: str, summary: Summary) -> str:
 
 
 def to_rich(summary: Summary, title: str | None = None) -> Table:
-    table = Table(title=title, caption=caption(summary))
+    table = Table(title=title, caption=escape(caption(summary)))
     table.add_column("method", style="bold")
     for d, m in _columns(summary):
         table.add_column(_header(d, m, summary), justify="right")
     for label in summary.methods:
-        cells = [f"[bold green]{t}[/]" if best else t for t, best in _cells(summary, label)]
-        table.add_row(label, *cells)
+        texts = _cells(summary, label)
+        cells = [f"[bold green]{escape(t)}[/]" if best else escape(t) for t, best in texts]
+        table.add_row(escape(label), *cells)
     return table
 
 
@@ -269,7 +271,7 @@ def caption(summary: Summary) -> str:
     elif len(counts) == 1:
         what = f"%, mean ± sample std over {counts.pop()} seeds"
     else:
-        what = "%, mean ± sample std over seeds (count in brackets); one seed: the value"
+        what = "%, mean ± sample std over seeds (count in parentheses); one seed: the value"
     if summary.ci_level is not None and any(s.ci for s in summary.values.values()):
         what += (
             f"; [low, high]: {100 * summary.ci_level:g} % bootstrap interval of a single run "
