@@ -504,7 +504,9 @@ def compare(
                 f"{100 * m.b:.1f}",
                 f"{100 * d.estimate:+.1f}",
                 f"[{100 * d.low:+.1f}, {100 * d.high:+.1f}]",
-                f"{m.p_value:.3g}",
+                f"≤ {m.p_value:.2g}"  # no resample on the other side: p below 1 / resamples
+                if m.difference.n_boot and m.p_value <= 1 / m.difference.n_boot
+                else f"{m.p_value:.3g}",
                 m.test,
             )
         console.print(out)
