@@ -17,7 +17,7 @@ from medad.cli_weights import register as register_weights_commands
 from medad.errors import MedadError
 from medad.outputs import check_output_root
 from medad.results.store import LEASE_TIMEOUT
-from medad.results.tables import METRIC_NAMES
+from medad.results.tables import METRIC_NAMES, RUN_COLUMNS
 
 app = typer.Typer(
     help="Train, evaluate and compare anomaly-detection methods on medical images.",
@@ -57,7 +57,7 @@ def metrics_table(
     title: str, rows: list[tuple[str, dict[str, float]]], status: list[str] | None = None
 ) -> Table:
     """A Rich table of metrics in percent, one row per run (missing metrics shown as –)."""
-    present = [m for m in METRIC_NAMES if any(m in r for _, r in rows)]
+    present = [m for m in RUN_COLUMNS if any(m in r for _, r in rows)]
     oracle = any("best_dice" in r for _, r in rows)
     table = Table(
         title=title, caption="* threshold chosen on the test masks (oracle)" if oracle else None
@@ -433,10 +433,16 @@ def table(
     metric: Annotated[
         list[str], typer.Option(help="Metric(s) to show (repeatable); default image AUROC and AP.")
     ] = [],  # noqa: B006
-    fmt: Annotated[str, typer.Option("--format", help="rich, md, csv or latex.")] = "rich",
+    fmt: Annotated[str, typer.Option("--format", help="rich, md, csv, latex or json.")] = "rich",
     dataset: Annotated[list[str], typer.Option(help="Only these datasets (repeatable).")] = [],  # noqa: B006
+    ci: Annotated[
+        bool,
+        typer.Option("--ci", help="Single runs: a 95 % bootstrap interval from their predictions."),
+    ] = False,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for --ci.")] = 2000,
 ) -> None:
-    """Mean ± std over seeds, methods × datasets, best per column marked."""
+    """Mean ± std over seeds (with their count) and test-set sizes n, methods × datasets."""
+    from medad.results.comparison import annotate_summary
     from medad.results.store import STORE_NAME, ReadOnlyStore
     from medad.results.tables import FORMATS, render_text, summarize, to_rich
 
@@ -445,14 +451,66 @@ def table(
     if not (results_ / STORE_NAME).is_file():
         raise _fail(f"{results_ / STORE_NAME}: no results store here (run `medad bench` first)")
     try:
-        rows = [r for r in ReadOnlyStore(results_).rows() if not dataset or r.dataset in dataset]
+        store = ReadOnlyStore(results_)
+        rows = [r for r in store.rows() if not dataset or r.dataset in dataset]
         summary = summarize(rows, metric or ["image_auroc", "image_ap"])
+        annotate_summary(summary, store, intervals=ci, n_boot=n_boot)
     except MedadError as exc:
         raise _fail(str(exc)) from None
     if fmt == "rich":
         console.print(to_rich(summary))
     else:
         sys.stdout.write(render_text(summary, fmt))
+
+
+@app.command()
+def compare(
+    a: Annotated[str, typer.Argument(help="A run id, table row label or method name.")],
+    b: Annotated[str, typer.Argument(help="The run(s) to compare against, named likewise.")],
+    results_: Annotated[
+        Path, typer.Option("--results", help="Output root of `medad bench` / `medad run`.")
+    ] = Path("medad-runs"),
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples (image metrics).")] = 2000,
+    pixel_n_boot: Annotated[
+        int, typer.Option(help="Resamples for pixel metrics (each re-sorts all pixels; 0: skip).")
+    ] = 200,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
+) -> None:
+    """Is A better than B? Paired on the same test images, per dataset and seed: DeLong's test
+    for image AUROC, paired-bootstrap 95 % intervals of the differences A − B for the rest."""
+    from medad.results.comparison import compare as compare_runs
+
+    try:
+        found = compare_runs(
+            results_, a, b, dataset=dataset, n_boot=n_boot, pixel_n_boot=pixel_n_boot
+        )
+    except MedadError as exc:
+        raise _fail(str(exc)) from None
+    if json_:
+        print(json.dumps([c.as_dict() for c in found]))
+        return
+    for c in found:
+        out = Table(
+            title=f"{c.dataset}: {c.run_a} − {c.run_b} (n={c.n_normal}+{c.n_abnormal})",
+            caption="%, difference A − B with its 95 % interval; p two-sided",
+        )
+        for col in ("metric", "A", "B", "A − B", "95 % interval", "p", "test"):
+            out.add_column(col, justify="left" if col in ("metric", "test") else "right")
+        for m in c.metrics:
+            d = m.difference
+            out.add_row(
+                METRIC_NAMES.get(m.metric, m.metric),
+                f"{100 * m.a:.1f}",
+                f"{100 * m.b:.1f}",
+                f"{100 * d.estimate:+.1f}",
+                f"[{100 * d.low:+.1f}, {100 * d.high:+.1f}]",
+                f"≤ {m.p_value:.2g}"  # no resample on the other side: p below 1 / resamples
+                if m.difference.n_boot and m.p_value <= 1 / m.difference.n_boot
+                else f"{m.p_value:.3g}",
+                m.test,
+            )
+        console.print(out)
 
 
 @app.command()

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -43,9 +44,17 @@ from medad.atomic import (
     write_text,
 )
 from medad.data.base import dataset_infos, get_dataset
-from medad.data.loading import load_split
+from medad.data.loading import ArraySplit, load_split
 from medad.errors import MedadError, no_space_error
-from medad.evaluation import evaluate
+from medad.evaluation import (
+    MAX_TRAIN_IMAGES_SCORED,
+    Protocol,
+    Thresholds,
+    evaluate,
+    fit_thresholds,
+    split_protocol,
+    validation_indices,
+)
 from medad.methods.base import build_config, method_class
 from medad.methods.budgets import budget_epochs
 from medad.predictions import Predictions
@@ -101,7 +110,7 @@ def resolve_config(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
     """The validated method config (the family's epoch budget on this dataset unless `epochs` is
     overridden) and the resolved record the run id hashes; opens no data."""
     cls = method_class(spec.method)
-    values = dict(spec.overrides)
+    protocol, values = split_protocol(dict(spec.overrides))
     if "epochs" not in values and (epochs := budget_epochs(cls, spec.dataset)) is not None:
         values["epochs"] = epochs  # `medad.methods.budgets`
     config = build_config(cls, values)
@@ -111,6 +120,9 @@ def resolve_config(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
         "dataset_options": dict(sorted(spec.dataset_options.items())),
         "config": config.model_dump(),
     }
+    changed = protocol.model_dump(exclude_defaults=True)
+    if changed:  # only then: the study's protocol keeps its run ids
+        resolved["protocol"] = changed
     return config, resolved
 
 
@@ -263,9 +275,13 @@ def produce(
     pre = cls.preprocess(config, dataset.channels)
     train_split = load_split(dataset, "train", pre, cache_dir)
     test_split = load_split(dataset, "test", pre, cache_dir)
+    protocol = Protocol(**planned.resolved.get("protocol", {}))
+    held_out = validation_indices(len(train_split), protocol.validation_fraction, spec.seed)
+    train_split, normal_split = _hold_out(train_split, held_out, spec.seed)
     log(
         f"data {spec.dataset}: train {len(train_split)}, test {len(test_split)} "
         f"({int(test_split.labels.sum())} abnormal), {pre.size}px, {pre.channels} channel(s)"
+        + (f", {len(held_out)} normal images held out for thresholds" if len(held_out) else "")
     )
     with deterministic_mode(dev, deterministic):
         method = engine.create_method(cls, config, dataset.channels, spec.seed)
@@ -281,11 +297,32 @@ def produce(
         torch.save(method.state_dict(), folder / "checkpoint.pt")
         (folder / "train.json").write_text(json.dumps(history.__dict__, indent=1))
         pred = engine.predict(method, test_split, pre, device=dev)
+        normal_pred = engine.predict(method, normal_split, pre, device=dev)
     pred.save(folder / "predictions.npz")
-    metrics = evaluate(pred)
+    thresholds = fit_thresholds(
+        normal_pred, protocol.threshold_fpr, "validation" if len(held_out) else "train"
+    )
+    thresholds.save(folder)
+    metrics = evaluate(pred, thresholds=thresholds)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log("metrics " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     return metrics, time.perf_counter() - start
+
+
+def _hold_out(train: ArraySplit, held_out: np.ndarray, seed: int) -> tuple[ArraySplit, ArraySplit]:
+    """(images to train on, normal images to set thresholds on): the held-out ones when there
+    are any, else up to `MAX_TRAIN_IMAGES_SCORED` of the training images themselves (in-sample)."""
+
+    def subset(idx: np.ndarray) -> ArraySplit:
+        masks = train.masks[idx] if train.masks is not None else None
+        return ArraySplit(train.images[idx], train.labels[idx], masks, [train.ids[i] for i in idx])
+
+    if len(held_out):
+        keep = np.setdiff1d(np.arange(len(train)), held_out)
+        return subset(keep), subset(held_out)
+    n = min(len(train), MAX_TRAIN_IMAGES_SCORED)
+    scored = np.sort(np.random.default_rng([seed, 7919]).choice(len(train), n, replace=False))
+    return train, subset(scored)
 
 
 def new_tmp_dir(out: Path) -> Path:
@@ -428,7 +465,9 @@ def evaluate_run(run_dir: Path) -> dict[str, float]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MedadError(f"{run_dir}: run folder not found")
-    metrics = evaluate(Predictions.load(run_dir / "predictions.npz"))
+    metrics = evaluate(
+        Predictions.load(run_dir / "predictions.npz"), thresholds=Thresholds.load(run_dir)
+    )
     write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     _update_store_metrics(run_dir, metrics)
     return metrics

@@ -52,8 +52,11 @@ def test_formats_mark_the_best_of_each_column():
     latex = render_text(s, "latex")
     assert r"\textbf{85.0 $\pm$ 5.0}" in latex and r"ae\_l1" in latex
     csv_text = render_text(s, "csv").splitlines()
-    assert csv_text[0] == "method,dataset,metric,mean,std,n"
-    assert "ae,brain,image_auroc,0.850000,0.050000,3" in csv_text
+    assert csv_text[0] == (
+        "method,dataset,metric,mean,std,seeds,n_normal,n_abnormal,ci_low,ci_high,ci_level"
+    )
+    assert "ae,brain,image_auroc,0.850000,0.050000,3,,,,," in csv_text
+    assert "mean ± sample std over 3 seeds" in md
     assert to_rich(s).row_count == 2
 
 
@@ -115,3 +118,10 @@ def test_nested_config_differences_are_named_by_their_dotted_key():
     s = summarize([a, b], ["image_auroc"])
     blends = ["mixed", "interpolated"]
     assert s.methods == [f"ae (anomaly_params.blend={b})" for b in blends]
+
+
+def test_one_seed_shows_no_std_and_says_so():
+    rows = [r for r in _rows() if r.seed == 0]
+    md = render_text(summarize(rows, ["image_auroc"]), "md")
+    assert "±" not in md and "one seed" in md
+    assert "| ae | **80.0** | 60.0 |" in md

@@ -155,9 +155,10 @@ def _check_shared_keys(exp: Experiment, tree: yaml.Node | None, source: str) -> 
     """Every key of the top-level ``set:`` and ``quick.set:`` (dotted keys: their first part) must
     be a config field of at least one method of the file: a typo (``epocs``) would otherwise be
     skipped for every method and the full budget would run without a word."""
+    from medad.evaluation import Protocol  # noqa: PLC0415
     from medad.methods.base import method_class  # noqa: PLC0415 (methods load torch)
 
-    fields: set[str] = set()
+    fields: set[str] = set(Protocol.model_fields)  # validation_fraction, threshold_fpr
     for m in exp.methods:
         try:
             fields |= set(method_class(m.name).Config.model_fields)

@@ -36,6 +36,7 @@ from medad import runs
 from medad.bench.config import Experiment
 from medad.data.base import dataset_infos
 from medad.errors import MedadError
+from medad.evaluation import Protocol
 from medad.methods.base import method_class
 from medad.methods.optimisation import optimisation_summary
 from medad.results.store import LEASE_TIMEOUT, ResultsStore
@@ -81,7 +82,8 @@ def plan_cells(
     cells: dict[str, Cell] = {}
     datasets = runs.DatasetCache()  # each dataset listed and digested once, not once per cell
     for m in exp.methods:
-        fields = method_class(m.name).Config.model_fields
+        # method config fields and the evaluation protocol's (validation_fraction, threshold_fpr)
+        fields = {*method_class(m.name).Config.model_fields, *Protocol.model_fields}
         for d in exp.datasets:
             root = (
                 Path(d.data_root)
