@@ -21,6 +21,7 @@ from medad.methods import (
     resnet18_imagenet,  # noqa: F401
     ssl_onestage,  # noqa: F401
     ssl_twostage,  # noqa: F401
+    stfpm,  # noqa: F401
     vae,  # noqa: F401
     vae_grad,  # noqa: F401
 )
