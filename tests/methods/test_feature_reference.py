@@ -120,6 +120,44 @@ def test_holdout_is_a_seeded_disjoint_part_of_the_train_split():
     assert split_holdout(data, 0.0, seed=0) == (data, None)
 
 
+def test_engine_trains_and_fits_without_the_held_out_images_and_calibrates_on_them():
+    from medad import engine
+    from medad.data.loading import ArraySplit, Preprocess
+    from medad.methods.base import Method, MethodConfig
+
+    seen: dict[str, set[int]] = {"train": set(), "fit": set(), "calibrate": set()}
+
+    def ids(x: torch.Tensor) -> set[int]:
+        return {int(round(float(v) * 255)) for v in x[:, 0, 0, 0]}
+
+    class Recorder(Method):
+        def __init__(self, config: MethodConfig, channels: int) -> None:
+            super().__init__(config, channels)
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def holdout_fraction(self) -> float:
+            return 0.25
+
+        def training_loss(self, x, stage, phase):  # type: ignore[no-untyped-def]
+            seen["train"] |= ids(x)
+            return (self.w**2).sum()
+
+        def fit(self, batches) -> None:  # type: ignore[no-untyped-def]
+            seen["fit"] |= set().union(*(ids(x) for x in batches()))
+
+        def calibrate(self, batches) -> None:  # type: ignore[no-untyped-def]
+            seen["calibrate"] |= set().union(*(ids(x) for x in batches()))
+
+    n = 20
+    images = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1).repeat(16, 2).repeat(16, 3)
+    data = ArraySplit(images, np.zeros(n, dtype=np.int64), None, [str(i) for i in range(n)])
+    method = Recorder(MethodConfig(epochs=2, batch_size=4, image_size=16), 1)
+    engine.train(method, data, Preprocess(16, 1, value_range=(0.0, 1.0)), progress=False)
+    assert len(seen["calibrate"]) == 5 and seen["train"] == seen["fit"]
+    assert seen["train"] | seen["calibrate"] == set(range(n))
+    assert not seen["train"] & seen["calibrate"]
+
+
 def test_efficientad_teacher_file_and_penalty_folder(tmp_path):
     from PIL import Image
 
