@@ -57,7 +57,7 @@ def test_stfpm_ranks_lesions():
     _, pred = train_and_predict("stfpm", overrides, seed=0)
     assert pred.maps is not None and pred.maps.shape[1:] == (64, 64)
     metrics = evaluate(pred)
-    assert metrics["image_auroc"] > 0.6, metrics
+    assert metrics["image_auroc"] > 0.6, metrics  # 0.80 at seed 0 (pixel AUROC 0.93)
 
 
 #: EfficientAD at 64 px with a short budget (the paper's 70 000 steps at 256 px are far too slow)
@@ -304,4 +304,4 @@ def test_anomalydino_ranks_lesions():
     _, pred = train_and_predict("anomalydino", SMALL_DINO, seed=0)
     assert pred.maps is not None and pred.maps.shape[1:] == (112, 112)
     metrics = evaluate(pred)
-    assert metrics["image_auroc"] > 0.6, metrics
+    assert metrics["image_auroc"] > 0.6, metrics  # 0.92 at seed 0 (pixel AUROC 0.98)
