@@ -60,8 +60,9 @@ def test_stfpm_ranks_lesions():
     assert metrics["image_auroc"] > 0.6, metrics  # 0.80 at seed 0 (pixel AUROC 0.93)
 
 
-#: EfficientAD at 64 px with a short budget (the paper's 70 000 steps at 256 px are far too slow)
-SMALL_EAD = {"image_size": 64, "epochs": 4, "steps_per_epoch": 25, "batch_size": 8}
+#: EfficientAD at 64 px with 30 steps of 4 images (the paper's 70 000 steps of one 256 px image
+#: at lr 1e-4 are far too slow here; so short a budget needs a higher rate)
+SMALL_EAD = {"image_size": 64, "epochs": 3, "steps_per_epoch": 10, "batch_size": 4, "lr": 3e-3}
 
 
 def test_efficientad_defaults_are_the_papers():
@@ -205,6 +206,7 @@ def test_efficientad_ranks_lesions_with_maps_normalised_on_held_out_images():
     (qa_st, qb_st), (qa_ae, qb_ae) = method.map_quantiles.tolist()
     assert 0 <= qa_st < qb_st and 0 <= qa_ae < qb_ae
     metrics = evaluate(pred)
+    # 0.74 at seed 0 (pixel AUROC 0.74); at lr 1e-3 0.70, at the paper's 1e-4 only 0.58
     assert metrics["image_auroc"] > 0.6, metrics
 
 
