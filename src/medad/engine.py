@@ -171,6 +171,25 @@ def _loss_dict(out: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.T
     return out
 
 
+def split_holdout(
+    data: ArraySplit, fraction: float, seed: int
+) -> tuple[ArraySplit, ArraySplit | None]:
+    """(training part, held-out part) of `data`: a seeded random ``fraction`` of it, at least one
+    image and never all of them, held out (None when `fraction` is 0 or `data` has one image)."""
+    n = len(data)
+    held = min(n - 1, max(1, n - int((1 - fraction) * n))) if fraction > 0 else 0
+    if held <= 0:
+        return data, None
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+
+    def part(idx: np.ndarray) -> ArraySplit:
+        idx = np.sort(idx)
+        masks = data.masks[idx] if data.masks is not None else None
+        return ArraySplit(data.images[idx], data.labels[idx], masks, [data.ids[i] for i in idx])
+
+    return part(order[held:]), part(order[:held])
+
+
 def train(
     method: Method,
     data: ArraySplit,
@@ -181,17 +200,26 @@ def train(
     progress: bool = True,
     log: Log | None = None,
 ) -> TrainHistory:
-    """Train `method` on the (normal-only) split `data`, then call its `fit`."""
+    """Train `method` on the (normal-only) split `data`, then call its `fit` (and `calibrate` on
+    the part of `data` it asked to be held out of both, `Method.holdout_fraction`)."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     seed_everything(seed)
     method.rng = np.random.default_rng(seed)
     method.to(dev)
     gen = torch.Generator().manual_seed(seed)
     bs = method.config.batch_size
+    data, holdout = split_holdout(data, method.holdout_fraction(), seed)
+    if holdout is not None and log is not None:
+        log(f"held out {len(holdout)} of {len(data) + len(holdout)} training images to calibrate")
 
-    def train_batches() -> Iterator[torch.Tensor]:
-        for idx in _batches(len(data), bs, None):
-            yield to_float(data.images[idx], pre, dev)
+    def batches_of(split: ArraySplit) -> Callable[[], Iterator[torch.Tensor]]:
+        def batches() -> Iterator[torch.Tensor]:
+            for idx in _batches(len(split), bs, None):
+                yield to_float(split.images[idx], pre, dev)
+
+        return batches
+
+    train_batches = batches_of(data)
 
     with torch.no_grad():
         method.prepare(train_batches)
@@ -259,6 +287,8 @@ def train(
     method.eval()
     with torch.no_grad():
         method.fit(train_batches)
+        if holdout is not None:
+            method.calibrate(batches_of(holdout))
     history.seconds = time.perf_counter() - start
     return history
 

@@ -6,7 +6,9 @@ A method is a plain `nn.Module` plus three short rules beside it: how it is opti
 that are fitted rather than trained (a Gaussian density, a memory bank) implement `fit`, which the
 engine calls after the gradient stages (if any) with the training batches; methods whose loss
 needs statistics of the training data (AE-PL's feature normalisation) implement `prepare`, which
-the engine calls with the same batches before the first update.
+the engine calls with the same batches before the first update. Methods that calibrate on normal
+images they never trained on (EfficientAD's map quantiles) ask for a `holdout_fraction` of the
+train split and implement `calibrate`.
 """
 
 from __future__ import annotations
@@ -153,6 +155,14 @@ class Method(nn.Module):
 
     def fit(self, batches: Callable[[], Iterator[torch.Tensor]]) -> None:
         """Fit non-gradient state after training; `batches()` iterates over the train split."""
+
+    def holdout_fraction(self) -> float:
+        """Fraction of the train split the engine keeps out of training and `fit` and gives to
+        `calibrate` instead (EfficientAD normalises its maps on such validation images); 0: none."""
+        return 0.0
+
+    def calibrate(self, batches: Callable[[], Iterator[torch.Tensor]]) -> None:
+        """Set state from the held-out normal images (see `holdout_fraction`) after `fit`."""
 
     def score(self, x: torch.Tensor) -> ScoreOutput:  # pragma: no cover - abstract
         """Anomaly scores of a batch; higher means more anomalous."""

@@ -8,10 +8,12 @@ from medad.methods import (
     ae_spatial,  # noqa: F401
     ae_ssim,  # noqa: F401
     ae_u,  # noqa: F401
+    anomalydino,  # noqa: F401
     ceae,  # noqa: F401
     constrae,  # noqa: F401
     dae,  # noqa: F401
     draem,  # noqa: F401
+    efficientad,  # noqa: F401
     fae,  # noqa: F401
     fanogan,  # noqa: F401
     ganomaly,  # noqa: F401
@@ -23,6 +25,7 @@ from medad.methods import (
     resnet18_imagenet,  # noqa: F401
     ssl_onestage,  # noqa: F401
     ssl_twostage,  # noqa: F401
+    stfpm,  # noqa: F401
     vae,  # noqa: F401
     vae_grad,  # noqa: F401
 )

@@ -90,7 +90,38 @@ class BackboneFeatures(nn.Module):
         return feats[0] if self.single else feats
 
 
-class FrozenBackbone(nn.Module):
+class FrozenModule(nn.Module):
+    """A network held as pretrained data rather than model state (see the module docstring).
+
+    No parameter requires a gradient; the network is a plain attribute, so it is out of
+    ``parameters()`` and ``state_dict()``; it stays in eval mode whatever ``train()`` is called on
+    its owner; it follows its owner across devices and dtypes. `FrozenBackbone` is the torchvision
+    case; EfficientAD's teacher and the ViTs of `medad.methods.parts.vit` wrap their own networks.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        net.requires_grad_(False).eval()
+        object.__setattr__(self, "frozen", net)  # a plain attribute: not a registered submodule
+
+    frozen: nn.Module
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        super()._apply(fn, recurse)
+        self.frozen._apply(fn)
+        return self
+
+    def train(self, mode: bool = True) -> FrozenModule:
+        """Stays in eval mode: frozen features include BatchNorm's pretrained statistics."""
+        super().train(mode)
+        self.frozen.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.frozen(x)
+
+
+class FrozenBackbone(FrozenModule):
     """Frozen pretrained features of `layers` of `arch`, for input in `value_range` (see module).
 
     ``FrozenBackbone("wide_resnet50_2", ["layer1", "layer2", "layer3"], "imagenet")`` is RD's
@@ -104,27 +135,11 @@ class FrozenBackbone(nn.Module):
         weights: str = "imagenet",
         value_range: tuple[float, float] = (-1.0, 1.0),
     ) -> None:
-        super().__init__()
-        self.arch, self.weights = arch, weights
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
             net = BackboneFeatures(arch, layers, weights, ImageNetInput(value_range))
-        net.requires_grad_(False).eval()
-        object.__setattr__(self, "frozen", net)  # a plain attribute: not a registered submodule
+        super().__init__(net)
+        self.arch, self.weights = arch, weights
         self.channels = net.channels
 
     frozen: BackboneFeatures
-
-    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
-        super()._apply(fn, recurse)
-        self.frozen._apply(fn)
-        return self
-
-    def train(self, mode: bool = True) -> FrozenBackbone:
-        """Stays in eval mode: frozen features include BatchNorm's pretrained statistics."""
-        super().train(mode)
-        self.frozen.eval()
-        return self
-
-    def forward(self, x: torch.Tensor) -> Any:
-        return self.frozen(x)

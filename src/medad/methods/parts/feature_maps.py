@@ -32,10 +32,12 @@ def multiscale_map(
     b: Sequence[torch.Tensor],
     size: tuple[int, int],
     combine: Combine = "sum",
+    align_corners: bool = True,
 ) -> torch.Tensor:
-    """Per-scale 1 − cos maps upsampled to `size` (bilinear, corners aligned) and combined."""
+    """Per-scale 1 − cos maps upsampled to `size` (bilinear, corners aligned unless
+    `align_corners` is False: STFPM's code) and combined."""
     maps = [
-        F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=True)[:, 0]
+        F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=align_corners)[:, 0]
         for m in cosine_distance_maps(a, b)
     ]
     out = maps[0]
