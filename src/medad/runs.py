@@ -6,6 +6,7 @@ Run folder ``OUT/runs/<dataset>/<method>/<config-hash>-seed<k>/``::
     predictions.npz    ids, labels, image scores, maps and masks of the test split
     metrics.json       the metrics computed from predictions.npz
     checkpoint.pt      the trained method's state dict
+    input_profile.json channels, sizes and intensities of the training images (`medad.data.profile`)
     train.json         loss per epoch, steps and time
     log.txt            what happened, line by line
 
@@ -44,6 +45,7 @@ from medad.atomic import (
 )
 from medad.data.base import dataset_infos, get_dataset
 from medad.data.loading import load_split
+from medad.data.profile import InputProfile
 from medad.errors import MedadError, no_space_error
 from medad.evaluation import evaluate
 from medad.methods.base import build_config, method_class
@@ -263,6 +265,7 @@ def produce(
     pre = cls.preprocess(config, dataset.channels)
     train_split = load_split(dataset, "train", pre, cache_dir)
     test_split = load_split(dataset, "test", pre, cache_dir)
+    InputProfile.of(train_split).save(folder)  # `medad predict` warns on inputs unlike these
     log(
         f"data {spec.dataset}: train {len(train_split)}, test {len(test_split)} "
         f"({int(test_split.labels.sum())} abnormal), {pre.size}px, {pre.channels} channel(s)"
