@@ -528,6 +528,29 @@ def predict(
 
 
 @app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (config.yaml + checkpoint.pt).")],
+    out: Annotated[Path, typer.Option(help="Folder for the model file and export.json.")],
+    format_: Annotated[
+        str, typer.Option("--format", help="torchscript, or onnx (needs the onnx package).")
+    ] = "torchscript",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
+) -> None:
+    """Export a run's scoring as a standalone model: [0, 1] images at the run's size in, image
+    scores (and maps) out. Only methods that score with a plain forward pass: ae, ae-l1,
+    ae-ssim, ae-spatial, ae-u, ae-pl, ceae, constrae, dae, draem, f-anogan, ganomaly, memae, rd,
+    recontrast, vae, cutpaste-1stage, fpi, pii, nsa, cutpaste-2stage, anatpaste,
+    resnet18-imagenet (not the gradient-scored ae-grad and vae-grad-*, nor fae)."""
+    from medad.export import export_run
+
+    try:
+        path = export_run(run_dir, out, format_, overwrite=overwrite)  # type: ignore[arg-type]
+    except MedadError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"model: {path}", highlight=False)
+
+
+@app.command()
 def anomalies(
     kind: Annotated[
         str,
