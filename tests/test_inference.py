@@ -208,17 +208,19 @@ def test_thresholds_given_stored_and_fallback(trained_run, tmp_path):
     scores = sorted(float(r["score"]) for r in rows.values())
     cut = (scores[1] + scores[2]) / 2
     rows = _predict(
-        trained_run, src, tmp_path / "b", "--threshold", str(cut), "--pixel-threshold", "0"
+        trained_run, src, tmp_path / "b", "--threshold", str(cut), "--pixel-threshold", "0.05"
     )
     assert sorted(r["label"] for r in rows.values()) == ["anomalous"] * 2 + ["normal"] * 2
     for r in rows.values():
-        assert (r["label"] == "anomalous") == (float(r["score"]) > cut)
+        assert (r["label"] == "anomalous") == (float(r["score"]) >= cut)
         amap = np.asarray(Image.open(tmp_path / "b" / r["map"]))
         mask = np.asarray(Image.open(tmp_path / "b" / r["mask"])) > 0
-        np.testing.assert_array_equal(mask, amap > 0)
+        np.testing.assert_array_equal(mask, amap >= 0.05)
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    (run / "thresholds.json").write_text(json.dumps({"image": 1e9, "pixel": 1e9}))
+    (run / "thresholds.json").write_text(
+        json.dumps({"source": "validation", "image_threshold": 1e9, "pixel_threshold": 1e9})
+    )
     rows = _predict(run, src, tmp_path / "c")
     assert {r["label"] for r in rows.values()} == {"normal"}
     for r in rows.values():

@@ -23,10 +23,11 @@ run's training data and scores it. What it writes into the output folder:
 Colour scale and thresholds are fixed per run, never per batch, so the same image gives the same
 overlay whatever else is in the folder: the scale runs from the median to the 99.9th percentile of
 the anomaly-map values of the run's normal test images (`predictions.npz`). Thresholds, in order:
-``--threshold`` / ``--pixel-threshold``; the run's stored ones (``thresholds.json`` with ``image``
-and ``pixel``); else image scores above the 95th percentile of the run's normal test image scores
-are ``anomalous`` and pixels above the top of the colour scale are masked. Both fallbacks use the
-run's normal *test* images (labels, never masks): state that when reporting.
+``--threshold`` / ``--pixel-threshold``; the run's stored ones (``thresholds.json``, fixed on
+normal validation or training images: `medad.evaluation`); else image scores at or above the 95th
+percentile of the run's normal test image scores are ``anomalous`` and pixels at or above the top
+of the colour scale are masked (abnormal when score >= threshold, as ``thresholds.json`` states).
+Both fallbacks use the run's normal *test* images (labels, never masks): say so when reporting.
 
 Inputs unlike the training images (channels, size, intensity; `medad.data.profile`) are flagged.
 Output is assembled in a staging folder and renamed into place when complete (`medad.outputs`:
@@ -54,8 +55,8 @@ from medad.data.loading import VolumeSlices, decode_records, map_to_source
 from medad.data.profile import InputProfile
 from medad.data.readers import file_format, is_image_file, nifti_depth, read_image
 from medad.errors import MedadError
-from medad.evaluation import volume_predictions, volume_score
 from medad.methods.base import Method, build_config, method_class
+from medad.metrics.volume import volume_score, volume_scores
 from medad.outputs import check_output_dir, output_dir
 from medad.predictions import Predictions
 
@@ -66,7 +67,7 @@ SCALE_HIGH_PERCENTILE = 99.9
 #: fallback image threshold: this percentile of the run's normal test image scores (5 % of the
 #: normal test images would be called anomalous)
 IMAGE_THRESHOLD_PERCENTILE = 95.0
-#: a run's stored thresholds (`image`, `pixel`), chosen without test labels (validation split)
+#: a run's stored thresholds (``image_threshold``, ``pixel_threshold``), fixed without test labels
 THRESHOLDS_NAME = "thresholds.json"
 #: the overlay's heat colour map and its opacity at the top of the scale (transparent at the bottom)
 OVERLAY_COLORMAP, OVERLAY_ALPHA = "inferno", 0.6
@@ -81,6 +82,8 @@ class LoadedRun:
     reference: Predictions | None = None
     profile: InputProfile | None = None
     stored_thresholds: dict[str, float] = field(default_factory=dict)
+    #: which normal images the stored thresholds were read from ("validation", "train")
+    thresholds_source: str | None = None
 
 
 def load_run(run_dir: Path, device: str | None = None) -> LoadedRun:
@@ -115,19 +118,26 @@ def load_run(run_dir: Path, device: str | None = None) -> LoadedRun:
         ref,
         pred,
         InputProfile.load(run_dir),
-        _stored_thresholds(run_dir),
+        *_stored_thresholds(run_dir),
     )
 
 
-def _stored_thresholds(run_dir: Path) -> dict[str, float]:
+def _stored_thresholds(run_dir: Path) -> tuple[dict[str, float], str | None]:
+    """``image`` and ``pixel`` thresholds of the run's ``thresholds.json`` (written at training,
+    fixed on normal images without test labels: `medad.evaluation.Thresholds`), when it has one."""
     path = run_dir / THRESHOLDS_NAME
     if not path.is_file():
-        return {}
+        return {}, None
     try:
         raw = json.loads(path.read_text())
-        return {k: float(raw[k]) for k in ("image", "pixel") if raw.get(k) is not None}
+        out = {
+            kind: float(raw[f"{kind}_threshold"])
+            for kind in ("image", "pixel")
+            if raw.get(f"{kind}_threshold") is not None
+        }
     except (ValueError, TypeError, AttributeError) as exc:
         raise MedadError(f"{path}: not a thresholds file ({exc})") from None
+    return out, str(raw["source"]) if raw.get("source") else None
 
 
 @dataclass
@@ -191,13 +201,17 @@ def colour_scale(reference: Predictions | None, batch_maps: np.ndarray) -> Colou
 
 
 def _threshold(
-    given: float | None, stored: float | None, fallback: float | None, fallback_rule: str
+    given: float | None,
+    stored: float | None,
+    fallback: float | None,
+    fallback_rule: str,
+    origin: str = "",
 ) -> tuple[float | None, str]:
     """(threshold, where it came from): given, else stored with the run, else the fallback."""
     if given is not None:
         return float(given), "given on the command line"
     if stored is not None:
-        return stored, f"run: {THRESHOLDS_NAME}"
+        return stored, f"run: {THRESHOLDS_NAME}{origin}"
     if fallback is not None:
         return fallback, f"fallback: {fallback_rule}"
     return None, "none"
@@ -270,7 +284,7 @@ def predict_folder(
     normal_scores = loaded.reference_normal_scores
     normal_volumes: np.ndarray | None = None
     if ref is not None:
-        _, vol_labels, vol_scores = volume_predictions(ref)
+        _, vol_labels, vol_scores = volume_scores(ref.ids, ref.labels, ref.image_scores)
         if (vol_labels == 0).any():
             normal_volumes = np.sort(vol_scores[vol_labels == 0])
     image_fallback = (
@@ -278,11 +292,13 @@ def predict_folder(
         if normal_scores is not None and len(normal_scores)
         else None
     )
+    origin = f" ({loaded.thresholds_source} images)" if loaded.thresholds_source else ""
     image_thr, image_src = _threshold(
         threshold,
         loaded.stored_thresholds.get("image"),
         image_fallback,
         f"{IMAGE_THRESHOLD_PERCENTILE:g}th percentile of the run's normal test image scores",
+        origin,
     )
     scale = colour_scale(ref, pred.maps) if pred.maps is not None else None
     pixel_thr, pixel_src = _threshold(
@@ -290,6 +306,7 @@ def predict_folder(
         loaded.stored_thresholds.get("pixel"),
         scale.high if scale is not None else None,
         "top of the colour scale",
+        origin,
     )
     names = _output_names(files)
     volumes = VolumeSlices()
@@ -310,7 +327,7 @@ def predict_folder(
             if ranks_against is not None and len(ranks_against):
                 rank = np.searchsorted(ranks_against, score, side="right")
                 pct = f"{100.0 * rank / len(ranks_against):.1f}"
-            label = "" if image_thr is None else ("anomalous" if score > image_thr else "normal")
+            label = "" if image_thr is None else ("anomalous" if score >= image_thr else "normal")
             differs = (
                 loaded.profile.differences(tuple(split.source_shapes[probe]), split.images[probe])
                 if loaded.profile is not None and split.source_shapes is not None
@@ -372,7 +389,7 @@ def _write_maps(
 ) -> dict[str, str]:
     """Write one input's map, mask and overlay at its own size; their paths relative to `stage`."""
     full = np.stack([map_to_source(m, size_hw, pre) for m in maps])  # type: ignore[arg-type]
-    mask = full > pixel_thr if pixel_thr is not None else None
+    mask = full >= pixel_thr if pixel_thr is not None else None
     paths = {"map": "", "mask": "", "overlay": ""}
     if f.kind == "volume":
         from medad.data.readers import nifti_volume_from_axial

@@ -16,7 +16,8 @@ from medad.data.loading import Preprocess, decode_records
 from medad.data.readers import nifti_axial_slices, nifti_depth, nifti_volume_from_axial
 from medad.data.synthetic import generate_brain
 from medad.errors import MedadError
-from medad.evaluation import evaluate, volume_predictions, volume_score
+from medad.evaluation import evaluate
+from medad.metrics.volume import volume_score, volume_scores
 from medad.predictions import Predictions
 from medad.runs import RunSpec, execute
 
@@ -129,7 +130,7 @@ def test_volume_score_and_volume_metrics_match_a_brute_force():
     labels.append(0)
     scores.append(0.0)
     pred = Predictions(ids, np.array(labels), np.array(scores))
-    vol_ids, vol_labels, vol_scores = volume_predictions(pred)
+    vol_ids, vol_labels, vol_scores = volume_scores(pred.ids, pred.labels, pred.image_scores)
     assert vol_ids == list(truth)
     np.testing.assert_allclose(vol_scores, [t[1] for t in truth.values()])
     m = evaluate(pred)
@@ -151,7 +152,7 @@ def test_run_on_volumes_reports_slice_and_volume_metrics(volume_folder, tmp_path
     res = execute(spec, tmp_path / "out", device="cpu", progress=False, data_root=volume_folder)
     pred = Predictions.load(res.run_dir / "predictions.npz")
     assert len(pred.ids) == 6 * DEPTH and pred.ids[0].endswith(".nii.gz#0")
-    _, labels, scores = volume_predictions(pred)
+    _, labels, scores = volume_scores(pred.ids, pred.labels, pred.image_scores)
     assert labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert res.metrics["volume_auroc"] == pytest.approx(roc_auc_score(labels, scores))
     assert 0 <= res.metrics["image_auroc"] <= 1 and "pixel_auroc" in res.metrics
