@@ -247,6 +247,27 @@ def test_warns_on_inputs_unlike_the_training_data(trained_run, tmp_path):
     assert "photo.png: unlike the training images" in res.output
 
 
+def test_methods_without_maps_get_scores_and_labels_only(tmp_path):
+    spec = RunSpec(
+        "ganomaly",
+        "synth-brain",
+        overrides={"epochs": 1, "batch_size": 16},
+        dataset_options={**SMALL, "n_train": 32, "n_test_normal": 8, "n_test_abnormal": 8},
+    )
+    run = execute(spec, tmp_path / "runs", device="cpu", progress=False).run_dir
+    src = tmp_path / "in"
+    src.mkdir()
+    img, _ = generate_brain(1, size=64, seed=4, stream=16)
+    Image.fromarray(img[0]).save(src / "a.png")
+    row = _predict(run, src, tmp_path / "o")["a.png"]
+    assert row["label"] in ("normal", "anomalous") and float(row["score"]) >= 0
+    assert row["map"] == row["mask"] == row["overlay"] == ""
+    assert sorted(p.name for p in (tmp_path / "o").iterdir() if not p.name.startswith(".")) == [
+        "predict.json",
+        "scores.csv",
+    ]
+
+
 def test_map_to_source_inverts_the_preprocessing_geometry():
     amap = np.zeros((8, 8), dtype=np.float32)
     amap[2:4, 4:8] = 1.0  # top right quarter-ish

@@ -64,6 +64,8 @@ from medad.predictions import Predictions
 SCALE_LOW_PERCENTILE = 50.0
 #: ... to this one (also the fallback pixel threshold: what saturates the scale is masked)
 SCALE_HIGH_PERCENTILE = 99.9
+#: at most about this many map values (a regular subsample) are read for the colour scale
+SCALE_MAX_VALUES = 10_000_000
 #: fallback image threshold: this percentile of the run's normal test image scores (5 % of the
 #: normal test images would be called anomalous)
 IMAGE_THRESHOLD_PERCENTILE = 95.0
@@ -196,7 +198,9 @@ def colour_scale(reference: Predictions | None, batch_maps: np.ndarray) -> Colou
     else:
         values = batch_maps
         source = "this batch (the run has no normal test maps): not comparable across batches"
-    low, high = np.percentile(values, [SCALE_LOW_PERCENTILE, SCALE_HIGH_PERCENTILE])
+    flat = np.ravel(values)
+    flat = flat[:: max(1, flat.size // SCALE_MAX_VALUES)]  # a fixed, regular subsample
+    low, high = np.percentile(flat, [SCALE_LOW_PERCENTILE, SCALE_HIGH_PERCENTILE])
     return ColourScale(float(low), float(max(high, low)), source)
 
 
