@@ -24,12 +24,11 @@ from tests.conftest import SMALL
 from tests.methods.test_every_method import SETTINGS
 
 #: bigger networks whose eager-vs-traced check takes 15 s or more on two shared cores; the
-#: default run keeps one of each family (the small AEs, RD, FPI, GANomaly)
+#: default run keeps one of each family (the small AEs, RD, FPI, GANomaly, f-AnoGAN)
 SLOW = {
     "draem",
     "dae",
     "ae-pl",
-    "f-anogan",
     "cutpaste-1stage",
     "pii",
     "nsa",

@@ -99,6 +99,9 @@ def to_torchscript(model: ScoringModel, pre: object) -> torch.jit.ScriptModule:
     with torch.no_grad(), warnings.catch_warnings():
         # shape checks in a method's score become constants of the trace: true for this size
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # TorchScript is deprecated in favour of torch.export, but it is what loads without
+        # medad and Python-free (C++ libtorch); the warning is for torch's own users
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
         return torch.jit.trace(
             model, example_input(pre, 2), check_inputs=[(example_input(pre, 3),)]
         )
