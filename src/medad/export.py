@@ -122,21 +122,23 @@ def export_run(
     check_output_dir(out, "export", overwrite=overwrite, inputs=inputs)
     x = example_input(loaded.pre)
     with torch.no_grad():
-        eager = model(x)
+        outputs = ["image_scores", "maps"][: len(model(x))]
     file_name = "model.pt" if fmt == "torchscript" else "model.onnx"
     with output_dir(out, "export", overwrite=overwrite, inputs=inputs) as stage:
-        if fmt == "torchscript":
-            to_torchscript(model, loaded.pre).save(str(stage / file_name))
-        else:
-            outputs = ["image_scores"] + (["maps"] if len(eager) == 2 else [])
-            torch.onnx.export(
-                model,
-                (x,),
-                str(stage / file_name),
-                input_names=["images"],
-                output_names=outputs,
-                dynamic_axes={n: {0: "batch"} for n in ["images", *outputs]},
-            )
+        try:
+            if fmt == "torchscript":
+                to_torchscript(model, loaded.pre).save(str(stage / file_name))
+            else:
+                torch.onnx.export(
+                    model,
+                    (x,),
+                    str(stage / file_name),
+                    input_names=["images"],
+                    output_names=outputs,
+                    dynamic_axes={n: {0: "batch"} for n in ["images", *outputs]},
+                )
+        except (RuntimeError, torch.jit.TracingCheckError, ImportError) as exc:
+            raise MedadError(f"{run_dir}: {fmt} export of {name} failed ({exc})") from exc
         pre = loaded.pre
         (stage / "export.json").write_text(
             json.dumps(
@@ -151,7 +153,7 @@ def export_run(
                         "values": "[0, 1], resized as the run's preprocessing",
                         "resize": pre.resize,  # type: ignore[attr-defined]
                     },
-                    "outputs": ["image_scores"] + (["maps"] if len(eager) == 2 else []),
+                    "outputs": outputs,
                 },
                 indent=1,
             )
