@@ -542,18 +542,71 @@ def predict(
     input_: Annotated[
         Path, typer.Option("--input", help="Folder of images (PNG, JPEG, TIFF, DICOM, NIfTI).")
     ],
-    out: Annotated[Path, typer.Option(help="Folder for scores.csv and map overlays.")],
+    out: Annotated[Path, typer.Option(help="Folder for scores.csv, maps, masks and overlays.")],
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Image-score threshold for the label (default: the run's, else the 95th "
+            "percentile of its normal test scores)."
+        ),
+    ] = None,
+    pixel_threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Map-value threshold for the masks (default: the run's, else the top of the "
+            "colour scale)."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Images per batch (default: the method's).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
-    """Score new images with a trained run: a CSV of scores and anomaly-map overlays."""
+    """Score new images with a trained run: scores, labels, and maps, masks and overlays at each
+    input's own size (NIfTI in, NIfTI out; DICOM also as a Secondary Capture)."""
     from medad.inference import predict_folder
 
     try:
-        path = predict_folder(run_dir, input_, out, device, overwrite=overwrite)
+        result = predict_folder(
+            run_dir,
+            input_,
+            out,
+            device,
+            overwrite=overwrite,
+            threshold=threshold,
+            pixel_threshold=pixel_threshold,
+            batch_size=batch_size,
+        )
     except MedadError as exc:
         raise _fail(str(exc)) from None
-    console.print(f"scores: {path}", highlight=False)
+    for line in result.warnings:
+        err_console.print("[yellow]warning:[/] ", end="")
+        err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"scores: {result.scores_csv}", highlight=False)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (config.yaml + checkpoint.pt).")],
+    out: Annotated[Path, typer.Option(help="Folder for the model file and export.json.")],
+    format_: Annotated[
+        str, typer.Option("--format", help="torchscript, or onnx (needs the onnx package).")
+    ] = "torchscript",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
+) -> None:
+    """Export a run's scoring as a standalone model: [0, 1] images at the run's size in, image
+    scores (and maps) out. Only methods that score with a plain forward pass: ae, ae-l1,
+    ae-ssim, ae-spatial, ae-u, ae-pl, ceae, constrae, dae, draem, f-anogan, ganomaly, memae, rd,
+    recontrast, vae, cutpaste-1stage, fpi, pii, nsa, cutpaste-2stage, anatpaste,
+    resnet18-imagenet (not the gradient-scored ae-grad and vae-grad-*, nor fae)."""
+    from medad.export import export_run
+
+    try:
+        path = export_run(run_dir, out, format_, overwrite=overwrite)  # type: ignore[arg-type]
+    except MedadError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"model: {path}", highlight=False)
 
 
 @app.command()

@@ -11,6 +11,10 @@ images held out before training (``validation_fraction``) or, by default (the st
 of them), from the training images' own scores, which are in-sample and labelled ``train``. Dice,
 sensitivity and specificity at these thresholds (`THRESHOLD_METRICS`) are saved with the run's
 ``thresholds.json`` (`Thresholds`), which ``medad predict`` can apply to new images.
+
+Volumes: when the test split holds slices of NIfTI volumes (ids ``<file>.nii[.gz]#<slice>``), the
+volumes are also scored and evaluated as wholes (``volume_auroc``, ``volume_ap``), the way
+BraTS-style data is read clinically: a patient is abnormal or not (`medad.metrics.volume`).
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ from medad.metrics.operating_point import (
     sensitivity_specificity,
     threshold_at_fpr,
 )
+from medad.metrics.volume import volume_scores
 from medad.predictions import Predictions
 
 IMAGE_METRICS = ("image_auroc", "image_ap")
+VOLUME_METRICS = ("volume_auroc", "volume_ap")
 PIXEL_METRICS = ("pixel_auroc", "pixel_ap", "best_dice", "best_dice_paper", "aupro")
 #: metrics shown by default in tables, in the paper's order
 HEADLINE_METRICS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "best_dice", "aupro")
@@ -147,6 +153,10 @@ def evaluate(
         out["dice_thr"] = dataset_dice(pred.maps, pred.masks, thresholds.pixel_threshold)
         sens, spec = sensitivity_specificity(pred.maps, pred.masks, thresholds.pixel_threshold)
         out["pixel_sensitivity_thr"], out["pixel_specificity_thr"] = sens, spec
+    _, vol_labels, vol_scores = volume_scores(pred.ids, pred.labels, pred.image_scores)
+    if len(np.unique(vol_labels)) == 2:  # both normal and abnormal volumes
+        out["volume_auroc"] = metrics.image_auroc(vol_scores, vol_labels)
+        out["volume_ap"] = metrics.image_ap(vol_scores, vol_labels)
     if pred.maps is not None and pred.masks is not None and pred.masks.any():
         out["pixel_auroc"] = metrics.pixel_auroc(pred.maps, pred.masks)
         out["pixel_ap"] = metrics.pixel_ap(pred.maps, pred.masks)

@@ -6,6 +6,7 @@ Run folder ``OUT/runs/<dataset>/<method>/<config-hash>-seed<k>/``::
     predictions.npz    ids, labels, image scores, maps and masks of the test split
     metrics.json       the metrics computed from predictions.npz
     checkpoint.pt      the trained method's state dict
+    input_profile.json channels, sizes and intensities of the training images (`medad.data.profile`)
     train.json         loss per epoch, steps and time
     log.txt            what happened, line by line
 
@@ -45,6 +46,7 @@ from medad.atomic import (
 )
 from medad.data.base import dataset_infos, get_dataset
 from medad.data.loading import ArraySplit, load_split
+from medad.data.profile import InputProfile
 from medad.errors import MedadError, no_space_error
 from medad.evaluation import (
     MAX_TRAIN_IMAGES_SCORED,
@@ -278,6 +280,7 @@ def produce(
     protocol = Protocol(**planned.resolved.get("protocol", {}))
     held_out = validation_indices(len(train_split), protocol.validation_fraction, spec.seed)
     train_split, normal_split = _hold_out(train_split, held_out, spec.seed)
+    InputProfile.of(train_split).save(folder)  # `medad predict` warns on inputs unlike these
     log(
         f"data {spec.dataset}: train {len(train_split)}, test {len(test_split)} "
         f"({int(test_split.labels.sum())} abnormal), {pre.size}px, {pre.channels} channel(s)"

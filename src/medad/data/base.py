@@ -27,12 +27,15 @@ class Record:
 
     `image` and `mask` are either a path (decoded by `medad.data.readers`) or an array already in
     memory: images as float32 in [0, 1] (H, W) or (H, W, 3) or uint8, masks as bool (H, W).
+    With `slice` set, `image` (and a `mask` path) is a NIfTI volume and the record is its axial
+    slice of that index (`medad.data.readers.nifti_axial_slices`); the id ends in ``#<slice>``.
     """
 
     id: str
     label: int
     image: Path | np.ndarray
     mask: Path | np.ndarray | None = None
+    slice: int | None = None
 
 
 class DatasetSource(ABC):

@@ -35,7 +35,15 @@ from medad.data.official import (
     scan_isic2018,
     scan_split_folders,
 )
-from medad.data.readers import check_mask_threshold, read_image, read_mask
+from medad.data.readers import (
+    check_mask_threshold,
+    file_format,
+    nifti_axial_label_slices,
+    nifti_axial_slices,
+    nifti_depth,
+    read_image,
+    read_mask,
+)
 from medad.errors import MedadError
 
 
@@ -139,6 +147,11 @@ def scan_any(root: Path) -> Inventory:
     return inv
 
 
+def _is_volume(path: Path) -> bool:
+    """A 3-D NIfTI volume, read slice by slice (`medad.data.layouts.expand_volumes`)."""
+    return file_format(path) == "nifti" and nifti_depth(path) > 1
+
+
 def _without_prefix(exc: MedadError, path: Path) -> str:
     return str(exc).removeprefix(f"{path}: ")
 
@@ -155,7 +168,10 @@ def content_problems(inv: Inventory, mask_threshold: float | None = None) -> lis
             if not isinstance(rec.image, Path):
                 continue
             try:
-                shape = read_image(rec.image).shape[:2]
+                if _is_volume(rec.image):  # its axial plane; every slice has the same
+                    shape = nifti_axial_slices(rec.image, indices=[0]).shape[1:]
+                else:
+                    shape = read_image(rec.image).shape[:2]
             except MedadError as exc:
                 problems.append(Problem(rec.image, _without_prefix(exc, rec.image)))
                 shape = None
@@ -172,7 +188,10 @@ def content_problems(inv: Inventory, mask_threshold: float | None = None) -> lis
                 problems.append(Problem(rec.image, message))
             if isinstance(rec.mask, Path):
                 try:
-                    mask_shape = read_mask(rec.mask, threshold=mask_threshold).shape
+                    if _is_volume(rec.mask):
+                        mask_shape = nifti_axial_label_slices(rec.mask, indices=[0]).shape[1:]
+                    else:
+                        mask_shape = read_mask(rec.mask, threshold=mask_threshold).shape
                 except MedadError as exc:
                     problems.append(Problem(rec.mask, _without_prefix(exc, rec.mask)))
                     continue

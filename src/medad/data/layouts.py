@@ -14,6 +14,14 @@ or flat, in which case normal images are split into train and test with a seeded
 A mask matches an image when its name without extension equals the image's, optionally followed by
 ``_mask`` or ``_seg`` (``case1.png`` ↔ ``case1.png``, ``case1_mask.png``, ``case1.tif``).
 
+Both layouts may list 3-D NIfTI volumes (``.nii``, ``.nii.gz``) beside or instead of 2-D images:
+each volume gives one record per axial slice (id ``<file>#<slice>``, `expand_volumes`), and the
+evaluation adds a volume-level one (`medad.evaluation`). Splits are made per file, so the slices of
+one volume (one patient) never end up in both train and test. A slice's label is its volume's,
+except that an abnormal volume with a segmentation mask (``masks/case1_seg.nii.gz``) labels each
+slice by its mask: slices without any lesion voxel count as normal slices, as in BraTS-style
+slice-level evaluation. Every slice is used, including empty ones at the ends of a volume.
+
 ``data.json`` layout (PAPER.md): ``ROOT/images/*`` and ``ROOT/data.json`` holding
 ``{"train": {"0": [...]}, "test": {"0": [...], "1": [...]}}``; other keys of ``train`` (the
 ``"unlabeled"`` list some releases carry) are ignored. Every entry must name a file inside the
@@ -32,7 +40,13 @@ from typing import Any
 import numpy as np
 
 from medad.data.base import DatasetSource, Record, Split
-from medad.data.readers import check_mask_threshold, is_image_file
+from medad.data.readers import (
+    check_mask_threshold,
+    file_format,
+    is_image_file,
+    nifti_axial_label_slices,
+    nifti_depth,
+)
 from medad.errors import MedadError
 
 MASK_SUFFIXES = ("", "_mask", "_seg")
@@ -41,6 +55,32 @@ MASK_SUFFIXES = ("", "_mask", "_seg")
 def _stem(path: Path) -> str:
     name = path.name
     return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
+
+
+def expand_volumes(records: list[Record]) -> list[Record]:
+    """Each record of a 3-D NIfTI volume → one record per axial slice (see module docs)."""
+    out: list[Record] = []
+    for rec in records:
+        path = rec.image
+        depth = 0
+        if isinstance(path, Path) and file_format(path) == "nifti":
+            depth = nifti_depth(path)
+        if depth <= 1:  # a 2-D image (or a single plane): read as one image
+            out.append(rec)
+            continue
+        labels = [rec.label] * depth
+        if rec.mask is not None:
+            mask = Path(rec.mask)  # type: ignore[arg-type]
+            if file_format(mask) != "nifti" or nifti_depth(mask) != depth:
+                raise MedadError(
+                    f"{mask}: the mask of the volume {path} ({depth} axial slices) must be a "
+                    "NIfTI volume on the same grid"
+                )
+            if rec.label:
+                lesion = nifti_axial_label_slices(mask).any(axis=(1, 2))
+                labels = [int(v) for v in lesion]
+        out += [Record(f"{rec.id}#{k}", labels[k], path, rec.mask, slice=k) for k in range(depth)]
+    return out
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -166,9 +206,14 @@ class FolderDataset(DatasetSource):
         self.has_masks = (base / "masks").is_dir()
         masks = match_masks(abnormal, base / "masks") if self.has_masks else [None] * len(abnormal)
         self._records: dict[Split, list[Record]] = {
-            "train": [Record(f"train/{p.name}", 0, p) for p in train],
-            "test": [Record(f"normal/{p.name}", 0, p) for p in test_normal]
-            + [Record(f"abnormal/{p.name}", 1, p, m) for p, m in zip(abnormal, masks, strict=True)],
+            "train": expand_volumes([Record(f"train/{p.name}", 0, p) for p in train]),
+            "test": expand_volumes(
+                [Record(f"normal/{p.name}", 0, p) for p in test_normal]
+                + [
+                    Record(f"abnormal/{p.name}", 1, p, m)
+                    for p, m in zip(abnormal, masks, strict=True)
+                ]
+            ),
         }
         files = train + test_normal + abnormal + [m for m in masks if m is not None]
         self._fingerprint = tree_fingerprint(f"{name}|{split_seed}|{test_fraction}", files)
@@ -215,9 +260,10 @@ class DataJsonDataset(DatasetSource):
 
         train, normal, abnormal = files("train", "0"), files("test", "0"), files("test", "1")
         self._records: dict[Split, list[Record]] = {
-            "train": [Record(p.name, 0, p) for p in train],
-            "test": [Record(p.name, 0, p) for p in normal]
-            + [Record(p.name, 1, p) for p in abnormal],
+            "train": expand_volumes([Record(p.name, 0, p) for p in train]),
+            "test": expand_volumes(
+                [Record(p.name, 0, p) for p in normal] + [Record(p.name, 1, p) for p in abnormal]
+            ),
         }
         self._fingerprint = tree_fingerprint(name, [spec_path, *train, *normal, *abnormal])
         self._identity = file_identity(root, [spec_path, *train, *normal, *abnormal])

@@ -22,7 +22,13 @@ import numpy as np
 from PIL import Image
 
 from medad.data.base import DatasetSource, Record, Split
-from medad.data.readers import read_image, read_mask, to_channels
+from medad.data.readers import (
+    nifti_axial_label_slices,
+    nifti_axial_slices,
+    read_image,
+    read_mask,
+    to_channels,
+)
 from medad.errors import MedadError
 
 CACHE_VERSION = 1
@@ -51,12 +57,16 @@ class Preprocess:
 
 @dataclass
 class ArraySplit:
-    """A decoded split: images uint8 [N, C, H, W], labels int64 [N], masks bool [N, H, W] | None."""
+    """A decoded split: images uint8 [N, C, H, W], labels int64 [N], masks bool [N, H, W] | None,
+    and the source shape int64 [N, 3] of each image."""
 
     images: np.ndarray
     labels: np.ndarray
     masks: np.ndarray | None
     ids: list[str]
+    #: (H, W, C) of each image as decoded, before conversion and resizing; None when unknown
+    #: (a cache entry written before medad kept it)
+    source_shapes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -95,6 +105,27 @@ def _resize_float(image: np.ndarray, pre: Preprocess) -> np.ndarray:
     return np.stack(out)
 
 
+def map_to_source(amap: np.ndarray, size_hw: tuple[int, int], pre: Preprocess) -> np.ndarray:
+    """An anomaly map of a preprocessed image [S, S] brought back to its source's (H, W).
+
+    The inverse of `_resize_float`'s geometry, bilinear: "stretch" resizes back; "shorter" puts the
+    map in place of the centre crop inside the scaled image and resizes that. Pixels outside the
+    crop were never seen by the method: they get the map's minimum (the least anomalous value the
+    method gave this image), so they neither light up nor enter a thresholded mask.
+    """
+    h, w = size_hw
+    values = np.ascontiguousarray(amap, dtype=np.float32)
+    if pre.resize == "shorter":
+        scale = pre.size / min(h, w)
+        tw, th = max(pre.size, round(w * scale)), max(pre.size, round(h * scale))
+        top, left = (th - pre.size) // 2, (tw - pre.size) // 2
+        canvas = np.full((th, tw), float(values.min()), dtype=np.float32)
+        canvas[top : top + pre.size, left : left + pre.size] = values
+        values = canvas
+    pil = Image.fromarray(values, mode="F")
+    return np.asarray(pil.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
 def _resize_mask(mask: np.ndarray, pre: Preprocess) -> np.ndarray:
     h, w = mask.shape
     pil = Image.fromarray(mask.astype(np.uint8) * 255)
@@ -107,20 +138,52 @@ def _resize_mask(mask: np.ndarray, pre: Preprocess) -> np.ndarray:
     return arr[top : top + pre.size, left : left + pre.size]
 
 
-def decode_record(
-    record: Record, pre: Preprocess, mask_threshold: float | None = None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Decode one record → (uint8 image [C, S, S], bool mask [S, S] or None).
+class VolumeSlices:
+    """Decoded NIfTI volumes of slice records (`Record.slice`), the last few kept, so that the
+    slices of one volume, listed one after another, decode the file once and not once per slice."""
 
-    A mask file is checked and binarised at full size (`read_mask`, with `mask_threshold`), then
-    resized with nearest neighbour.
+    def __init__(self, keep: int = 2) -> None:
+        self.keep = keep
+        self._held: dict[tuple[str, bool], np.ndarray] = {}
+
+    def plane(self, path: Path, index: int, *, labels: bool = False) -> np.ndarray:
+        key = (str(path), labels)
+        if key not in self._held:
+            if len(self._held) >= self.keep:
+                self._held.pop(next(iter(self._held)))
+            read = nifti_axial_label_slices if labels else nifti_axial_slices
+            self._held[key] = read(path)
+        stack = self._held[key]
+        if not 0 <= index < stack.shape[0]:
+            raise MedadError(f"{path}: slice {index} out of range 0..{stack.shape[0] - 1}")
+        return stack[index]
+
+
+def decode_record(
+    record: Record,
+    pre: Preprocess,
+    mask_threshold: float | None = None,
+    volumes: VolumeSlices | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int, int]]:
+    """Decode one record → (uint8 image [C, S, S], bool mask [S, S] or None, source (H, W, C)).
+
+    The source shape is the decoded image's before any conversion (C = 3 for colour files), which
+    `medad.data.profile` keeps to tell later inputs that differ from the training data. A slice
+    record (`Record.slice`) reads axial slice k of its NIfTI volume and of its mask volume (a
+    segmentation, > 0). A mask file is checked and binarised at full size (`read_mask`, with
+    `mask_threshold`), then resized with nearest neighbour.
     """
+    volumes = volumes if volumes is not None else VolumeSlices()
     if isinstance(record.image, np.ndarray):
         where = f"record {record.id}"
         image = _to_float01(record.image, where)
+    elif record.slice is not None:
+        where = f"{record.image} slice {record.slice}"
+        image = volumes.plane(record.image, record.slice)
     else:
         where = str(record.image)
         image = read_image(record.image)
+    source = (image.shape[0], image.shape[1], image.shape[2] if image.ndim == 3 else 1)
     image = to_channels(image, pre.channels)
     size_hw = image.shape[:2]
     resized = _resize_float(image, pre)
@@ -129,6 +192,9 @@ def decode_record(
     if record.mask is not None:
         if isinstance(record.mask, np.ndarray):
             mask_raw, mwhere = record.mask.astype(bool), f"mask of record {record.id}"
+        elif record.slice is not None:
+            mask_raw = volumes.plane(record.mask, record.slice, labels=True)
+            mwhere = f"{record.mask} slice {record.slice}"
         else:
             mask_raw = read_mask(record.mask, threshold=mask_threshold)
             mwhere = str(record.mask)
@@ -138,7 +204,7 @@ def decode_record(
                 f"{where} is {size_hw[1]}x{size_hw[0]}; masks must match their image's size"
             )
         mask = _resize_mask(mask_raw, pre)
-    return image_u8, mask
+    return image_u8, mask, source
 
 
 def decode_records(
@@ -150,13 +216,15 @@ def decode_records(
     n, s = len(records), pre.size
     images = np.empty((n, pre.channels, s, s), dtype=np.uint8)
     masks = np.zeros((n, s, s), dtype=bool) if with_masks else None
+    shapes = np.empty((n, 3), dtype=np.int64)
+    volumes = VolumeSlices()
     for i, rec in enumerate(records):
-        img, mask = decode_record(rec, pre, mask_threshold)
+        img, mask, shapes[i] = decode_record(rec, pre, mask_threshold, volumes)
         images[i] = img
         if masks is not None and mask is not None:
             masks[i] = mask
     labels = np.array([r.label for r in records], dtype=np.int64)
-    return ArraySplit(images, labels, masks, [r.id for r in records])
+    return ArraySplit(images, labels, masks, [r.id for r in records], shapes)
 
 
 def _cache_file(cache_dir: Path, dataset: DatasetSource, split: Split, pre: Preprocess) -> Path:
@@ -193,7 +261,8 @@ def _read_cache(path: Path, pre: Preprocess) -> ArraySplit | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             masks = z["masks"] if "masks" in z.files else None
-            split = ArraySplit(z["images"], z["labels"], masks, [str(i) for i in z["ids"]])
+            shapes = z["source_shapes"] if "source_shapes" in z.files else None
+            split = ArraySplit(z["images"], z["labels"], masks, [str(i) for i in z["ids"]], shapes)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
         return None
     n, s = len(split.ids), pre.size
@@ -202,6 +271,7 @@ def _read_cache(path: Path, pre: Preprocess) -> ArraySplit | None:
         or split.images.dtype != np.uint8
         or split.labels.shape != (n,)
         or (split.masks is not None and split.masks.shape != (n, s, s))
+        or (split.source_shapes is not None and split.source_shapes.shape != (n, 3))
     ):
         return None
     return split
@@ -212,6 +282,8 @@ def _save_atomic(path: Path, arrays: ArraySplit) -> None:
     payload = {"images": arrays.images, "labels": arrays.labels, "ids": np.array(arrays.ids)}
     if arrays.masks is not None:
         payload["masks"] = arrays.masks
+    if arrays.source_shapes is not None:
+        payload["source_shapes"] = arrays.source_shapes
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -58,10 +58,13 @@ __all__ = [
     "SUPPORTED_SUFFIXES",
     "NiftiVolume",
     "apply_window",
+    "file_format",
     "check_mask_threshold",
     "is_image_file",
     "nifti_axial_label_slices",
     "nifti_axial_slices",
+    "nifti_depth",
+    "nifti_volume_from_axial",
     "pixel_cap",
     "read_dicom",
     "read_image",
@@ -214,6 +217,11 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
         return _is_dicom_header(_read_header(path))
     except MedadError:  # unreadable (e.g. permissions): not something read_image could decode
         return False
+
+
+def file_format(path: str | os.PathLike[str]) -> Format:
+    """Which decoder reads `path`: ``"pillow"``, ``"dicom"`` or ``"nifti"`` (content first)."""
+    return _detect_format(_existing_file(path))
 
 
 def _detect_format(path: Path) -> Format:
@@ -732,6 +740,52 @@ def nifti_axial_label_slices(
     return np.ascontiguousarray(
         _axial_display(labels, _slice_indices(indices, labels.shape[2], path))
     )
+
+
+def nifti_depth(volume_path: str | os.PathLike[str]) -> int:
+    """The number of axial slices `nifti_axial_slices` gives, read from the header alone.
+
+    0 when the file's only plane is coronal or sagittal (a singleton x or y axis in RAS+), which
+    `read_image` reads as one 2-D image instead.
+    """
+    path = _existing_file(volume_path)
+    with _decoding(path, "NIfTI"):
+        img = nib.load(path)
+        shape = tuple(img.shape) + (1,) * max(0, 3 - len(img.shape))
+        ornt = orientations.io_orientation(np.asarray(img.affine, dtype=np.float64))
+    if np.isnan(ornt).any():
+        raise MedadError(f"{path}: the NIfTI affine is degenerate; its orientation is unknown")
+    canonical = [0, 0, 0]
+    for axis, (to, _) in enumerate(ornt[:3]):
+        canonical[int(to)] = int(shape[axis])
+    if canonical[2] > 1 and 1 in canonical[:2]:
+        return 0
+    return canonical[2]
+
+
+def nifti_volume_from_axial(stack: np.ndarray, volume_path: str | os.PathLike[str]) -> np.ndarray:
+    """Put display-oriented axial planes [K, H, W] back into the voxel grid of `volume_path`.
+
+    The inverse of the geometry of `nifti_axial_slices` (display flips, transpose, RAS+
+    reorientation), so that an array computed per slice (an anomaly map) can be saved with the
+    file's own affine and header and overlaid on it by any viewer. Returns the file's voxel
+    shape (3-D, or the file's shape when it carries trailing singleton axes).
+    """
+    path = _existing_file(volume_path)
+    with _decoding(path, "NIfTI"):
+        img = nib.load(path)
+        shape = tuple(img.shape)
+        ornt = orientations.io_orientation(np.asarray(img.affine, dtype=np.float64))
+    grid = shape[:3] + (1,) * max(0, 3 - len(shape))
+    canonical = np.transpose(np.flip(np.asarray(stack), axis=(1, 2)), (2, 1, 0))
+    back = orientations.ornt_transform(orientations.axcodes2ornt(("R", "A", "S")), ornt)
+    voxels = orientations.apply_orientation(canonical, back)
+    if voxels.shape != grid:
+        raise MedadError(
+            f"{path}: {stack.shape[0]} planes of {stack.shape[1]}x{stack.shape[2]} do not fill "
+            f"its voxel grid {grid}"
+        )
+    return np.ascontiguousarray(voxels).reshape(shape)
 
 
 def _load_canonical(

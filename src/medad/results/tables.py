@@ -32,6 +32,8 @@ from medad.results.store import RunRow
 METRIC_NAMES = {
     "image_auroc": "Image AUROC",
     "image_ap": "Image AP",
+    "volume_auroc": "Volume AUROC",
+    "volume_ap": "Volume AP",
     "pixel_auroc": "Pixel AUROC",
     "pixel_ap": "Pixel AP",
     "best_dice": "Best Dice*",
