@@ -267,9 +267,9 @@ def _studies(
         bars_are = (
             f"error bars: sample std over {seeds[0]} seeds"
             if seeds[0] > 1
-            else "error bars: 95 % bootstrap interval of the single run"
+            else "error bars: ± half the single run's 95 % bootstrap interval"
             if seeds == [1]
-            else "error bars: std over seeds, or a single run's 95 % bootstrap interval"
+            else "error bars: std over seeds, or ± half a single run's 95 % bootstrap interval"
         )
         values = {k for _, k in cells}
         numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
