@@ -265,7 +265,7 @@ def _studies(
 
         seeds = sorted({len(v) for v in cells.values()})
         bars_are = (
-            f"error bars: sample std over {seeds[0]} seeds"
+            f"error bars: sample std over {'/'.join(map(str, seeds))} seeds"
             if seeds[0] > 1
             else "error bars: ± half the single run's 95 % bootstrap interval"
             if seeds == [1]
