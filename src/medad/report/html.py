@@ -265,11 +265,11 @@ def _studies(
 
         seeds = sorted({len(v) for v in cells.values()})
         bars_are = (
-            f"error bars: sample std over {seeds[0]} seeds"
+            f"error bars: sample std over {'/'.join(map(str, seeds))} seeds"
             if seeds[0] > 1
-            else "error bars: 95 % bootstrap interval of the single run"
+            else "error bars: ± half the single run's 95 % bootstrap interval"
             if seeds == [1]
-            else "error bars: std over seeds, or a single run's 95 % bootstrap interval"
+            else "error bars: std over seeds, or ± half a single run's 95 % bootstrap interval"
         )
         values = {k for _, k in cells}
         numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)

@@ -94,10 +94,10 @@ def cd_diagram(
     names = sorted(mean_ranks, key=lambda n: mean_ranks[n])
     k = len(names)
     half = (k + 1) // 2
-    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.32 * half + 0.18 * len(groups)))
+    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.32 * half + 0.18 * len(groups)))
     ax.set_xlim(0.5, k + 0.5)
     top = 1.0
-    ax.set_ylim(-0.35 * half - 0.3 - 0.15 * len(groups), top + 0.55)
+    ax.set_ylim(top - 0.35 * half - 0.15 * len(groups) - 0.25, top + 0.55)
     ax.hlines(top, 1, k, color="black", lw=1)
     for r in range(1, k + 1):
         ax.vlines(r, top, top + 0.08, color="black", lw=1)
