@@ -101,7 +101,8 @@ def test_predict_scores_png_dicom_and_nifti(trained_run, tmp_path):
     # the same image scores the same whatever container it came in
     assert slice_scores[0] == pytest.approx(float(rows["slice0.png"]["score"]), rel=1e-3)
     summary = json.loads((tmp_path / "pred" / "predict.json").read_text())
-    assert summary["image_threshold_source"].startswith("fallback")
+    # every run stores thresholds fixed on normal training images (`medad.evaluation.Thresholds`)
+    assert summary["image_threshold_source"] == "run: thresholds.json (train images)"
     assert summary["colour_scale_source"] == "run: normal test maps"
 
 
@@ -218,15 +219,19 @@ def test_thresholds_given_stored_and_fallback(trained_run, tmp_path):
         np.testing.assert_array_equal(mask, amap >= 0.05)
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    (run / "thresholds.json").write_text(
-        json.dumps({"source": "validation", "image_threshold": 1e9, "pixel_threshold": 1e9})
-    )
+    stored = json.loads((run / "thresholds.json").read_text())
+    stored.update(source="validation", image_threshold=1e9, pixel_threshold=1e9)
+    (run / "thresholds.json").write_text(json.dumps(stored))
     rows = _predict(run, src, tmp_path / "c")
     assert {r["label"] for r in rows.values()} == {"normal"}
     for r in rows.values():
         assert not np.asarray(Image.open(tmp_path / "c" / r["mask"])).any()
     summary = json.loads((tmp_path / "c" / "predict.json").read_text())
     assert summary["image_threshold"] == 1e9 and summary["pixel_threshold_source"].startswith("run")
+    (run / "thresholds.json").unlink()  # a run made before thresholds were stored
+    _predict(run, src, tmp_path / "d")
+    summary = json.loads((tmp_path / "d" / "predict.json").read_text())
+    assert summary["image_threshold_source"].startswith("fallback")
 
 
 def test_warns_on_inputs_unlike_the_training_data(trained_run, tmp_path):
