@@ -18,16 +18,26 @@ from tests.methods.common import train_and_predict
 SMALL_RD = {"backbone": "resnet18", "weights": "random", "image_size": 64}
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "wide_resnet50_2"])
+@pytest.mark.parametrize("arch", ["resnet18", "wide_resnet50_2", "efficientnet_lite0"])
 def test_bottleneck_and_student_rebuild_the_teachers_shapes(arch):
     layout = layout_of(arch)
     c1, c2, c3 = layout.channels
     feats = [torch.rand(2, c, 32 // 2**i, 32 // 2**i) for i, c in enumerate((c1, c2, c3))]
     ocbe = OneClassBottleneck(layout)
     z = ocbe(feats)
-    assert z.shape == (2, 512 * layout.expansion, 4, 4)
+    assert z.shape == (2, 2 * c3, 4, 4)  # RD4AD: 512 × expansion for every ResNet
     out = ReverseResNet(layout, ocbe.channels)(z)
     assert [o.shape for o in out] == [f.shape for f in feats]
+
+
+def test_rd_student_follows_an_efficientnet_teachers_widths():
+    cls = method_class("rd")
+    config = build_config(
+        cls, {"backbone": "efficientnet_lite0", "weights": "random", "image_size": 64}
+    )
+    t, s = cls(config, 1).eval().features(torch.rand(2, 1, 64, 64))
+    assert [f.shape[1] for f in t] == [24, 40, 112]
+    assert [f.shape for f in s] == [f.shape for f in t]
 
 
 def test_rd_loss_is_the_flattened_cosine_sum():
