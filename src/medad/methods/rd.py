@@ -112,7 +112,11 @@ class RD(Method):
         """(teacher features, student features) of the three scales."""
         with torch.no_grad():
             t = self.teacher(x)
-        return t, self.student(self.bottleneck(t))
+        return t, self.rebuild(t)
+
+    def rebuild(self, t: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The student's three scales from the teacher's (through the one-class bottleneck)."""
+        return self.student(self.bottleneck(t))
 
     def training_loss(self, x: torch.Tensor, stage: str, phase: str) -> torch.Tensor:
         return flat_cosine_loss(*self.features(x))

@@ -17,6 +17,7 @@ from medad.methods import (
     ganomaly,  # noqa: F401
     memae,  # noqa: F401
     rd,  # noqa: F401
+    rdpp,  # noqa: F401
     recontrast,  # noqa: F401
     resnet18_imagenet,  # noqa: F401
     ssl_onestage,  # noqa: F401
