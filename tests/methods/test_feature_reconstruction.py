@@ -227,10 +227,11 @@ def test_rdpp_pseudo_anomalies_add_noise_to_one_rectangle_per_image():
 
 
 def test_rdpp_ranks_lesions_and_trains_its_projections():
-    overrides = {**SMALL_RD, "epochs": 5, "ssot_grid": 8}
+    # a coarser Sinkhorn (clouds of ≤ 8 × 8 positions, ε-scaling 0.8) keeps the test short
+    overrides = {**SMALL_RD, "epochs": 5, "ssot_grid": 8, "sinkhorn_scaling": 0.8}
     method, pred = train_and_predict("rdpp", overrides, seed=0)
     assert pred.maps is not None and pred.maps.shape[1:] == (64, 64)
-    assert evaluate(pred)["image_auroc"] > 0.6
+    assert evaluate(pred)["image_auroc"] > 0.6  # 0.70 at seed 0 (pixel AUROC 0.92)
     x = torch.rand(2, 1, 64, 64)
     losses = method.train().training_loss(x, "train", "model")
     assert set(losses) == {"loss", "distill", "ssot", "recon", "contrast"}

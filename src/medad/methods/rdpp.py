@@ -17,7 +17,8 @@ batch x and its pseudo-anomalous copy x̃ (simplex noise added to one rectangle 
 * SSOT, feature compactness (Sec. 3.2): the debiased Sinkhorn divergence (blur 0.05, ε-scaling
   0.95; `medad.methods.parts.sinkhorn`) between the projected features of each normal image and
   those of another image of the batch (a random permutation), each image's map taken as a cloud of
-  its positions with channels softmax-normalised, summed over the scales;
+  its positions (average-pooled to at most `ssot_grid` per side) with channels softmax-normalised,
+  summed over the scales;
 * reconstruction (Sec. 3.3): mean over positions of 1 − cos over channels between P(T(x̃)) and
   P(T(x)), summed over the scales;
 * contrast (``Revisit_RDLoss.contrast``): 1 − cos between the flattened T(x̃) and P(T(x)) per
@@ -187,11 +188,14 @@ class RDpp(RD):
 
     def training_loss(self, x: torch.Tensor, stage: str, phase: str) -> dict[str, torch.Tensor]:
         c = self.config
-        with torch.no_grad():
-            t, t_noisy = self.teacher(x), self.teacher(self.pseudo_anomalies(x))
-        p, p_noisy = self.projection(t), self.projection(t_noisy)
+        n = x.shape[0]
+        with torch.no_grad():  # one pass over normal and noisy images (BN in eval, IN per image)
+            both = self.teacher(torch.cat([x, self.pseudo_anomalies(x)]))
+        t, t_noisy = [f[:n] for f in both], [f[n:] for f in both]
+        projected = self.projection(both)
+        p, p_noisy = [f[:n] for f in projected], [f[n:] for f in projected]
         distill = flat_cosine_loss(t, super().rebuild(p))
-        perm = torch.from_numpy(self.rng.permutation(x.shape[0])).to(x.device)
+        perm = torch.from_numpy(self.rng.permutation(n)).to(x.device)
         ssot = (
             ssot_loss(p, perm, c.sinkhorn_blur, c.sinkhorn_scaling, c.ssot_grid)
             if c.ssot_weight
