@@ -3,6 +3,7 @@ and rank planted lesions above normals, with a map; their nets match the teacher
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -108,7 +109,7 @@ def test_fae_ranks_lesions():
     overrides = {"weights": "random", "image_size": 64, "epochs": 6, "steps_per_epoch": None}
     _, pred = train_and_predict("fae", overrides, seed=0)
     assert pred.maps is not None and pred.maps.shape[1:] == (64, 64)
-    assert evaluate(pred)["image_auroc"] > 0.6  # 0.70 at seed 0 (pixel AUROC 0.92)
+    assert evaluate(pred)["image_auroc"] > 0.6  # 0.71 at seed 0 (pixel AUROC 0.92)
 
 
 def test_recontrast_defaults_and_optimiser_are_the_papers():
@@ -231,8 +232,8 @@ def test_rdpp_ranks_lesions_and_trains_its_projections():
     overrides = {**SMALL_RD, "epochs": 5, "ssot_grid": 8, "sinkhorn_scaling": 0.8}
     method, pred = train_and_predict("rdpp", overrides, seed=0)
     assert pred.maps is not None and pred.maps.shape[1:] == (64, 64)
-    assert evaluate(pred)["image_auroc"] > 0.6  # 0.70 at seed 0 (pixel AUROC 0.92)
-    x = torch.rand(2, 1, 64, 64)
-    losses = method.train().training_loss(x, "train", "model")
+    assert evaluate(pred)["image_auroc"] > 0.6  # 0.71 at seed 0 (pixel AUROC 0.92)
+    method.rng = np.random.default_rng(0)  # then its permutation of 4 pairs image 1 with 3
+    losses = method.train().training_loss(torch.rand(4, 1, 64, 64), "train", "model")
     assert set(losses) == {"loss", "distill", "ssot", "recon", "contrast"}
     assert all(torch.isfinite(v) for v in losses.values()) and losses["ssot"] > 0
