@@ -109,7 +109,7 @@ def test_fae_ranks_lesions():
     overrides = {"weights": "random", "image_size": 64, "epochs": 6, "steps_per_epoch": None}
     _, pred = train_and_predict("fae", overrides, seed=0)
     assert pred.maps is not None and pred.maps.shape[1:] == (64, 64)
-    assert evaluate(pred)["image_auroc"] > 0.6  # 0.71 at seed 0 (pixel AUROC 0.92)
+    assert evaluate(pred)["image_auroc"] > 0.6  # 0.70 at seed 0 (pixel AUROC 0.92)
 
 
 def test_recontrast_defaults_and_optimiser_are_the_papers():
