@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medad.anomalies.simplex import fractal_simplex_noise, simplex_noise, simplex_permutation
+from medad.anomalies.simplex import (
+    fractal_simplex_noise,
+    simplex_noise,
+    simplex_noise_patch,
+    simplex_permutation,
+)
 
 G2 = (3 - np.sqrt(3)) / 6
 
@@ -41,3 +46,24 @@ def test_octaves_add_detail_and_bad_parameters_are_refused():
     assert roughness(detailed) > 1.5 * roughness(smooth)
     with pytest.raises(ValueError, match="positive"):
         fractal_simplex_noise((8, 8), rng(0), octaves=0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rdpp_noise_patch_is_one_rectangle_of_the_published_size(seed):
+    a = simplex_noise_patch((256, 256), np.random.default_rng(seed))
+    b = simplex_noise_patch((256, 256), np.random.default_rng(seed))
+    np.testing.assert_array_equal(a, b)
+    rows, cols = np.nonzero(a)
+    h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+    assert 10 <= h < 32 and 10 <= w < 32 and rows.min() >= 1 and cols.min() >= 1
+    assert np.count_nonzero(a) > 0.9 * h * w  # noise fills its rectangle
+    # 0.2 × the unnormalised sum of 6 octaves (weights Σ 0.6^k ≈ 2.38), as the official code
+    assert 0.02 < np.abs(a).max() <= 0.2 * sum(0.6**k for k in range(6))
+
+
+def test_rdpp_noise_patch_keeps_its_proportions_at_other_sizes():
+    sides = []
+    for seed in range(20):
+        rows, cols = np.nonzero(simplex_noise_patch((64, 64), np.random.default_rng(seed)))
+        sides += [rows.max() - rows.min() + 1, cols.max() - cols.min() + 1]
+    assert 2 <= min(sides) and max(sides) < 8

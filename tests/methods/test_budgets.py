@@ -41,6 +41,8 @@ def _epochs(method: str, dataset: str, **overrides) -> int:
         ("resnet18-imagenet", "rsna", 0),
         ("rd", "brats2021", 200),  # RD4AD main.py
         ("rd", "synth-brain", 50),
+        ("rdpp", "rsna", 200),  # RD's budget (the official code's varies per MVTec class)
+        ("rdpp", "synth-brain", 50),
         ("fae", "rsna", 100),  # 100 epochs of 100 steps: the paper's 10 000 updates
         ("recontrast", "isic2018", 20),  # 20 epochs of 100 steps: its ISIC script's 2000
     ],

@@ -32,6 +32,8 @@ SETTINGS: dict[str, list[str]] = {
     "padim": ["weights=random", "image_size=64"],
     "patchcore": ["weights=random", "backbone=resnet18", "image_size=64", "embed_dimension=128"],
     "rd": ["weights=random", "backbone=resnet18", "image_size=64"],
+    "rdpp": ["weights=random", "backbone=resnet18", "image_size=64", "ssot_grid=8",
+             "sinkhorn_scaling=0.8"],
     "fae": ["weights=random", "image_size=64", "steps_per_epoch=2"],
     "recontrast": ["weights=random", "backbone=resnet18", "image_size=64", "steps_per_epoch=2"],
     "stfpm": ["weights=random", "image_size=64"],
@@ -44,12 +46,13 @@ NAMES = [info.name for info in method_infos()]
 
 
 def test_the_registry_holds_the_papers_methods():
-    # the study's 29 rows (VAE-Grad ×4 rules) + PaDiM, PatchCore, STFPM, EfficientAD, AnomalyDINO
-    assert len(NAMES) == len(set(NAMES)) == 34
+    # the study's 30 rows (VAE-Grad ×4 rules; diffusion to come) + PaDiM, PatchCore, STFPM,
+    # EfficientAD, AnomalyDINO beyond it
+    assert len(NAMES) == len(set(NAMES)) == 35
     families = {info.name: info.family for info in method_infos()}
     assert sum(f == "reconstruction" for f in families.values()) == 18  # VAE-Grad ×4 rules
     assert sum(f == "self-supervised" for f in families.values()) == 7
-    assert sum(f == "feature-reconstruction" for f in families.values()) == 3
+    assert sum(f == "feature-reconstruction" for f in families.values()) == 4
     assert sum(f == "feature-reference" for f in families.values()) == 6
 
 

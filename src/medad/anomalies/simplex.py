@@ -88,3 +88,55 @@ def fractal_simplex_noise(
         total += weight
         weight *= persistence
     return (out / total).astype(np.float32)
+
+
+def simplex_noise_patch(
+    shape: tuple[int, int],
+    rng: np.random.Generator,
+    *,
+    side_range: tuple[float, float] = (10 / 256, 1 / 8),
+    scale: float = 1 / 8,
+    octaves: int = 6,
+    persistence: float = 0.6,
+    amplitude: float = 0.2,
+) -> NDArray[np.float32]:
+    """RD++'s pseudo-anomaly: fractal simplex noise inside one random rectangle, 0 elsewhere.
+
+    The result is *added* to a normal image in [0, 1], without clipping (Tien et al. 2023, Sec. 3.3;
+    official code tientrandinh/Revisiting-Reverse-Distillation, ``dataset/dataset.py``). There, at
+    256 px, the rectangle's height and width are each a uniform integer in [10, 32) pixels, its
+    top-left corner uniform in [1, 256 − side), and the noise is ``rand_3d_octaves`` with 6
+    octaves, persistence 0.6 and a 32-pixel base wavelength, the octaves' weighted sum taken as is
+    (not divided by the weights), times 0.2. Here `side_range` and `scale` are fractions of the
+    image side (the official pixels at 256 px), so other sizes keep the proportions.
+
+    Args:
+        shape: (H, W) of the image.
+        rng: the only source of randomness (rectangle, then the noise lattice and offset).
+        side_range: [low, high) of the rectangle's sides as fractions of the image's sides.
+        scale: wavelength of the first octave as a fraction of the image height.
+        octaves, persistence: fractal octaves and the weight factor between them.
+        amplitude: factor of the summed octaves (values reach about ± `amplitude` × Σ weights).
+    """
+    lo, hi = side_range
+    if not 0 < lo < hi <= 1 or scale <= 0 or amplitude < 0:
+        raise ValueError(
+            "simplex_noise_patch: need 0 < side_range[0] < side_range[1] <= 1, a positive scale "
+            "and a non-negative amplitude"
+        )
+
+    def side(n: int) -> int:
+        a = max(1, int(lo * n))
+        return int(rng.integers(a, max(a + 1, int(hi * n))))
+
+    height, width = shape
+    h, w = side(height), side(width)
+    top = int(rng.integers(1, max(2, height - h)))
+    left = int(rng.integers(1, max(2, width - w)))
+    weights = sum(persistence**k for k in range(octaves))  # undo the normalisation: as published
+    noise = fractal_simplex_noise(
+        (h, w), rng, scale=scale * height, octaves=octaves, persistence=persistence
+    )
+    out = np.zeros(shape, dtype=np.float32)
+    out[top : top + h, left : left + w] = amplitude * weights * noise
+    return out

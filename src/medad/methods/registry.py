@@ -21,6 +21,7 @@ from medad.methods import (
     padim,  # noqa: F401
     patchcore,  # noqa: F401
     rd,  # noqa: F401
+    rdpp,  # noqa: F401
     recontrast,  # noqa: F401
     resnet18_imagenet,  # noqa: F401
     ssl_onestage,  # noqa: F401

@@ -8,10 +8,14 @@ Sec. 3.2-3.3 and Fig. 3; official code hq-deng/RD4AD (``resnet.py``: ``BN_layer`
   (layer 1 brought down by two stride-2 3×3 convs, layer 2 by one, each conv followed by BN and
   ReLU, then concatenated with layer 3) and one more ResNet stage of the teacher's block type
   (512 planes, stride 2; 2 blocks for ResNet18, 3 otherwise) that compresses the fused features
-  to the compact embedding.
+  to the compact embedding. Its output has twice layer 3's channels, as for every ResNet of RD4AD.
 * Student decoder: the teacher's layers 3, 2, 1 in reverse, each a ResNet stage whose first block
   upsamples ×2 with a 2×2 transposed conv where the teacher's block downsamples (main path and
   shortcut). Its three outputs match the teacher's layer 1-3 features in shape.
+
+Teachers that are not ResNets but have the same output strides (4, 8, 16) get a layout with their
+own channel widths (`ResNetLayout.widths`): ``efficientnet_lite0`` (24, 40, 112 channels) gets
+ResNet18's basic-block OCBE and student at those widths, so the student mirrors its teacher.
 
 Convolutions use Kaiming (fan-out) initialisation and BN starts at weight 1, bias 0, as both
 official modules (and torchvision's ResNet) do.
@@ -27,6 +31,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from medad.errors import MedadError
+from medad.methods.parts.pretrained import EFFICIENTNET_LITE0
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,9 @@ class ResNetLayout:
     ocbe_blocks: int
     #: bottleneck width per group (64; Wide ResNet: 128)
     base_width: int = 64
+    #: channels of the teacher's layers 1-3 when they are not a ResNet's (None: 64, 128, 256 ×
+    #: the block's expansion)
+    widths: tuple[int, int, int] | None = None
 
     @property
     def expansion(self) -> int:
@@ -49,8 +57,16 @@ class ResNetLayout:
     @property
     def channels(self) -> tuple[int, int, int]:
         """Channels of the teacher's layers 1, 2, 3."""
+        if self.widths is not None:
+            return self.widths
         e = self.expansion
         return 64 * e, 128 * e, 256 * e
+
+    @property
+    def planes(self) -> tuple[int, int, int]:
+        """Planes of the stages that output layers 1, 2, 3 (64, 128, 256 for a ResNet)."""
+        e = self.expansion
+        return tuple(c // e for c in self.channels)  # type: ignore[return-value]
 
 
 LAYOUTS: dict[str, ResNetLayout] = {
@@ -58,6 +74,7 @@ LAYOUTS: dict[str, ResNetLayout] = {
     "resnet34": ResNetLayout("basic", (3, 4, 6), 3),
     "resnet50": ResNetLayout("bottleneck", (3, 4, 6), 3),
     "wide_resnet50_2": ResNetLayout("bottleneck", (3, 4, 6), 3, base_width=128),
+    EFFICIENTNET_LITE0: ResNetLayout("basic", (2, 2, 2), 2, widths=(24, 40, 112)),
 }
 
 
@@ -88,7 +105,8 @@ class OneClassBottleneck(nn.Module):
         c1, c2, c3 = layout.channels
         self.fuse1 = nn.Sequential(*_conv_bn_relu(c1, c2), *_conv_bn_relu(c2, c3))
         self.fuse2 = nn.Sequential(*_conv_bn_relu(c2, c3))
-        planes, e = 512, layout.expansion
+        e = layout.expansion
+        planes = 2 * c3 // e  # 512 for every ResNet: an embedding of twice layer 3's channels
         block: type[BasicBlock | Bottleneck] = BasicBlock if layout.block == "basic" else Bottleneck
         shortcut = nn.Sequential(
             nn.Conv2d(3 * c3, planes * e, 1, 2, bias=False), nn.BatchNorm2d(planes * e)
@@ -160,7 +178,7 @@ class ReverseResNet(nn.Module):
     def __init__(self, layout: ResNetLayout, in_channels: int, heads: int = 0) -> None:
         super().__init__()
         e, stages, cin = layout.expansion, [], in_channels
-        for planes, n in zip((256, 128, 64), layout.decoder_blocks, strict=True):
+        for planes, n in zip(layout.planes[::-1], layout.decoder_blocks, strict=True):
             blocks = [UpBlock(layout.block, cin, planes, True, e, layout.base_width)]
             cin = planes * e
             blocks += [
