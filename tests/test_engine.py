@@ -13,7 +13,15 @@ from medad.data.base import get_dataset
 from medad.data.loading import ArraySplit, Preprocess, load_split
 from medad.errors import MedadError
 from medad.evaluation import evaluate
-from medad.methods.base import Method, MethodConfig, Phase, Stage, build_config, method_class
+from medad.methods.base import (
+    Method,
+    MethodConfig,
+    Phase,
+    ScoreOutput,
+    Stage,
+    build_config,
+    method_class,
+)
 from medad.methods.optimisation import ParamGroup, Schedule
 from medad.runs import RunSpec, evaluate_run, execute
 from tests.conftest import SMALL
@@ -232,3 +240,32 @@ def test_a_per_epoch_schedule_is_stepped_after_every_epoch():
     method = _Counter(Schedule(kind="step", milestones=(0.5,), gamma=0.5), steps=None)
     history = engine.train(method, _tiny_split(7), Preprocess(size=4), device="cpu", progress=False)
     assert [e["lr"] for e in history.epochs] == [0.1, 0.1, 0.05]  # milestone round(0.5·3) = 2
+
+
+class _PixelScorer(Method):
+    """Scores an image by its mean and maps it by its own pixels; maps only when asked."""
+
+    name = "pixel-scorer"
+
+    def __init__(self, maps_from_batch: int = 0) -> None:
+        super().__init__(MethodConfig(epochs=0, batch_size=3), 1)
+        self.maps_from_batch, self.calls = maps_from_batch, 0
+
+    def score(self, x):
+        self.calls += 1
+        with_maps = self.calls > self.maps_from_batch
+        return ScoreOutput(x.mean(dim=(1, 2, 3)), x[:, 0] if with_maps else None)
+
+
+def test_predict_fills_scores_and_maps_in_image_order():
+    data, pre = _tiny_split(7), Preprocess(size=4)
+    pred = engine.predict(_PixelScorer(), data, pre, device="cpu")  # batches of 3, 3, 1
+    expected = data.images[:, 0].astype(np.float32) * np.float32(2 / 255) - 1
+    np.testing.assert_allclose(pred.maps, expected, rtol=1e-6)
+    assert pred.maps.dtype == np.float32 and pred.image_scores.dtype == np.float64
+    np.testing.assert_allclose(pred.image_scores, expected.mean(axis=(1, 2)), rtol=1e-6)
+
+
+def test_predict_rejects_maps_for_some_batches_only():
+    with pytest.raises(MedadError, match="maps for some batches only"):
+        engine.predict(_PixelScorer(maps_from_batch=1), _tiny_split(7), Preprocess(size=4))

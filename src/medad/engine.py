@@ -288,16 +288,22 @@ def predict(
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     method.to(dev).eval()
     bs = batch_size or method.config.batch_size
-    scores, maps = [], []
+    n = len(data)
+    # filled in place (no list of batches concatenated at the end: that held the maps twice)
+    image_scores = np.empty(n, dtype=np.float64)
+    maps: np.ndarray | None = None
     with torch.no_grad():
-        for idx in _batches(len(data), bs, None):
+        for idx in _batches(n, bs, None):
             out = method.score(to_float(data.images[idx], pre, dev))
             s = out.image_scores.detach().reshape(-1)
             if s.shape[0] != len(idx):
                 raise MedadError(
                     f"{method.name}: score() returned {s.shape[0]} scores for {len(idx)} images"
                 )
-            scores.append(s.double().cpu().numpy())
+            rows = slice(int(idx[0]), int(idx[0]) + len(idx))  # evaluation batches are in order
+            image_scores[rows] = s.double().cpu().numpy()
+            if rows.start > 0 and (out.maps is not None) != (maps is not None):
+                raise MedadError(f"{method.name}: score() returned maps for some batches only")
             if out.maps is not None:
                 m = out.maps.detach()
                 if tuple(m.shape) != (len(idx), pre.size, pre.size):
@@ -305,14 +311,15 @@ def predict(
                         f"{method.name}: maps of shape {tuple(m.shape)}, expected "
                         f"{(len(idx), pre.size, pre.size)}"
                     )
-                maps.append(m.float().cpu().numpy())
-    image_scores = np.concatenate(scores)
+                if maps is None:
+                    maps = np.empty((n, pre.size, pre.size), dtype=np.float32)
+                maps[rows] = m.float().cpu().numpy()
     if not np.isfinite(image_scores).all():
         raise MedadError(f"{method.name}: non-finite anomaly scores (training diverged?)")
     return Predictions(
         ids=list(data.ids),
         labels=data.labels.copy(),
         image_scores=image_scores,
-        maps=np.concatenate(maps) if maps else None,
+        maps=maps,
         masks=data.masks,
     )
