@@ -134,7 +134,11 @@ def aupro_of_checked(
     """
     if not 0.0 < fpr_limit <= 1.0:
         raise MedadError(f"AUPRO: fpr_limit must be in (0, 1], got {fpr_limit!r}.")
-    regions, n_regions = label_regions(mask_array)
+    # only images with a lesion are labelled: the others hold no region pixel (and, on a
+    # test set, are many), so the region ids of the mask pixels come out the same
+    with_lesion = mask_array.any(axis=(1, 2))
+    lesion_masks = mask_array[with_lesion]
+    regions, n_regions = label_regions(lesion_masks)
     if n_regions == 0:
         raise MedadError(
             "AUPRO undefined: the masks hold no abnormal region; it needs at least one "
@@ -150,9 +154,9 @@ def aupro_of_checked(
             "AUPRO undefined: the masks hold no anomaly-free pixel, so the false-positive rate "
             "is undefined; include normal pixels or images."
         )
-    region_ids = regions[mask_array]
-    positives = map_array[mask_array]
-    del regions
+    region_ids = regions[lesion_masks]
+    positives = map_array[mask_array]  # same pixels, same order as region_ids
+    del regions, lesion_masks
     region_sizes = np.bincount(region_ids, minlength=n_regions + 1)
 
     # Thresholds whose FP count stays <= floor(limit · n_negatives) lie above the (k+1)-th
