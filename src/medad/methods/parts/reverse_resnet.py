@@ -24,7 +24,6 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from medad.errors import MedadError
 
@@ -88,6 +87,8 @@ class OneClassBottleneck(nn.Module):
         c1, c2, c3 = layout.channels
         self.fuse1 = nn.Sequential(*_conv_bn_relu(c1, c2), *_conv_bn_relu(c2, c3))
         self.fuse2 = nn.Sequential(*_conv_bn_relu(c2, c3))
+        from torchvision.models.resnet import BasicBlock, Bottleneck  # lazy: start-up time
+
         planes, e = 512, layout.expansion
         block: type[BasicBlock | Bottleneck] = BasicBlock if layout.block == "basic" else Bottleneck
         shortcut = nn.Sequential(
