@@ -76,6 +76,9 @@ class RunSpec:
     seed: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    #: precision and compilation of training (`engine.TrainOptions`); non-default values change
+    #: the numbers, so they enter the run id (defaults leave the ids of earlier runs unchanged)
+    train_options: engine.TrainOptions = field(default_factory=engine.TrainOptions)
 
 
 @dataclass
@@ -111,6 +114,9 @@ def resolve_config(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
         "dataset_options": dict(sorted(spec.dataset_options.items())),
         "config": config.model_dump(),
     }
+    training = spec.train_options.model_dump(exclude_defaults=True, exclude={"check_every"})
+    if training:
+        resolved["training"] = training
     return config, resolved
 
 
@@ -230,11 +236,13 @@ def produce(
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
     deterministic: bool = False,
+    compress_predictions: bool = False,
 ) -> tuple[dict[str, float], float]:
     """Train, score and evaluate `planned`, writing every file of the run folder into `folder`.
 
     Returns (metrics, seconds). Touches nothing outside `folder` and `cache_dir`, so it can run on a
-    remote worker whose folder is shipped back. `deterministic`: see `medad.reproducibility`.
+    remote worker whose folder is shipped back. `deterministic`: see `medad.reproducibility`;
+    `compress_predictions`: see `Predictions.save`.
     """
     spec, config, dataset = planned.spec, planned.config, planned.dataset
     cls = method_class(spec.method)
@@ -270,7 +278,14 @@ def produce(
     with deterministic_mode(dev, deterministic):
         method = engine.create_method(cls, config, dataset.channels, spec.seed)
         history = engine.train(
-            method, train_split, pre, seed=spec.seed, device=dev, progress=progress, log=log
+            method,
+            train_split,
+            pre,
+            seed=spec.seed,
+            device=dev,
+            progress=progress,
+            log=log,
+            options=spec.train_options,
         )
         # as training ran (not hashed into the run id): appended to config.yaml and the store row
         with open(folder / "config.yaml", "a") as fh:
@@ -281,7 +296,7 @@ def produce(
         torch.save(method.state_dict(), folder / "checkpoint.pt")
         (folder / "train.json").write_text(json.dumps(history.__dict__, indent=1))
         pred = engine.predict(method, test_split, pre, device=dev)
-    pred.save(folder / "predictions.npz")
+    pred.save(folder / "predictions.npz", compress=compress_predictions)
     metrics = evaluate(pred)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log("metrics " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
@@ -377,6 +392,7 @@ def execute(
     lease_timeout: float = LEASE_TIMEOUT,
     on_start: Callable[[], None] | None = None,
     deterministic: bool = False,
+    compress_predictions: bool = False,
 ) -> RunResult:
     """Train, score and evaluate one run; write its folder and its row in ``OUT/results.sqlite``.
 
@@ -411,6 +427,7 @@ def execute(
                 progress=progress,
                 echo=echo,
                 deterministic=deterministic,
+                compress_predictions=compress_predictions,
             )
             return commit(out, planned, tmp, metrics, seconds, tag, store=store)
     except BaseException as exc:
