@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -424,3 +425,53 @@ def test_compiled_training_on_cpu_follows_eager_training():
         history = engine.train(method, data, pre, device="cpu", progress=False, options=options)
         losses[compiled] = [e["loss"] for e in history.epochs]
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+
+
+class _Noisy(_Linear):
+    """Draws from `rng` in both `train_transform` and `train_inputs`, like the SSL methods."""
+
+    name = "noisy"
+    prefetch = True
+
+    def train_transform(self, x):
+        return x + torch.from_numpy(self.rng.normal(0, 0.1, x.shape).astype(np.float32))
+
+    def train_inputs(self, x):
+        self.thread = threading.current_thread().name
+        return x * float(self.rng.uniform(0.5, 1.5))
+
+
+@pytest.mark.parametrize("steps", [None, 2])
+def test_prefetched_inputs_keep_the_sequence_of_draws(monkeypatch, steps):
+    data, pre = _tiny_split(11), Preprocess(size=4)
+    runs = {}
+    for prefetch in (False, True):
+        monkeypatch.setattr(_Noisy, "prefetch", prefetch)
+        engine.seed_everything(0)
+        method = _Noisy(3)
+        method.stages = lambda m=method: [
+            Stage("train", 3, [Phase("model", list(m.parameters()), 1e-2)], steps_per_epoch=steps)
+        ]
+        history = engine.train(method, data, pre, seed=4, device="cpu", progress=False)
+        runs[prefetch] = (history.epochs, method.conv.weight.detach().clone(), method.thread)
+    assert runs[True][0] == runs[False][0] and torch.equal(runs[True][1], runs[False][1])
+    assert runs[True][2].startswith("medad-inputs") and runs[False][2] == "MainThread"
+
+
+def test_prefetching_ssl_training_equals_synthesis_in_the_step(monkeypatch):
+    """The one-stage SSL methods make their anomalies ahead (prefetch): same numbers as when
+    `training_loss` makes them itself."""
+    cls = method_class("cutpaste-1stage")
+    over = {"epochs": 1, "batch_size": 8, "image_size": 48, "train_center_crop": 42}
+    config = build_config(cls, {**over, "crop_size": 32, "steps_per_epoch": 2})
+    ds = get_dataset("synth-brain", n_train=24, n_test_normal=2, n_test_abnormal=2, size=48)
+    pre = cls.preprocess(config, ds.channels)
+    train = load_split(ds, "train", pre)
+    results = {}
+    for prefetch in (True, False):
+        monkeypatch.setattr(cls, "prefetch", prefetch)
+        method = engine.create_method(cls, config, ds.channels, 1)
+        history = engine.train(method, train, pre, seed=1, device="cpu", progress=False)
+        results[prefetch] = (history.epochs, [p.detach().clone() for p in method.parameters()])
+    assert results[True][0] == results[False][0]
+    assert all(torch.equal(a, b) for a, b in zip(results[True][1], results[False][1], strict=True))

@@ -11,11 +11,13 @@ without maps). Both work on the uint8 arrays of `medad.data.loading` and convert
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -279,6 +281,14 @@ def train(
         for idx in _batches(len(data), bs, None):
             yield images.batch(idx)
 
+    def step_inputs(idx: np.ndarray) -> Any:
+        return method.train_inputs(method.train_transform(images.batch(idx)))
+
+    def inputs(batches: Iterable[np.ndarray]) -> Iterator[Any]:
+        if not method.prefetch:
+            return (step_inputs(idx) for idx in batches)
+        return _prefetched(step_inputs, batches, worker)
+
     with torch.no_grad():
         method.prepare(train_batches)
     stages: list[Stage] = method.stages()
@@ -287,7 +297,8 @@ def train(
     per_pass = _batches_per_pass(len(data), bs)
     total = sum(s.epochs * (s.steps_per_epoch or per_pass) for s in stages)
     bar = _progress(progress)
-    with bar:
+    worker = ThreadPoolExecutor(1, thread_name_prefix="medad-inputs") if method.prefetch else None
+    with bar, worker or contextlib.nullcontext():
         task = bar.add_task(method.name, total=total, loss=float("nan"))
         for stage in stages:
             steps = stage.steps_per_epoch or per_pass
@@ -311,8 +322,7 @@ def train(
                 batches: Iterable[np.ndarray] = (
                     itertools.islice(stream, steps) if stream else _batches(len(data), bs, gen)
                 )
-                for idx in batches:
-                    x = method.train_transform(images.batch(idx))
+                for x in inputs(batches):
                     for phase, opt, sched in zip(stage.phases, opts, scheds, strict=True):
                         for _ in range(phase.repeats):
                             opt.zero_grad(set_to_none=True)
@@ -354,6 +364,33 @@ def train(
         method.fit(train_batches)
     history.seconds = time.perf_counter() - start
     return history
+
+
+#: batches whose inputs are made ahead of the training step (`Method.prefetch`)
+PREFETCH_DEPTH = 2
+
+
+def _prefetched(
+    make: Callable[[np.ndarray], Any], batches: Iterable[np.ndarray], worker: Any
+) -> Iterator[Any]:
+    """`make(idx)` for each batch, in order, computed by the one thread of `worker` up to
+    `PREFETCH_DEPTH` batches ahead of the consumer (one thread: the draws keep their order)."""
+    pending: collections.deque[Future[Any]] = collections.deque()
+    order = iter(batches)
+    try:
+        for idx in itertools.islice(order, PREFETCH_DEPTH):
+            pending.append(worker.submit(make, idx))
+        while pending:
+            ready = pending.popleft().result()
+            for idx in itertools.islice(order, 1):
+                pending.append(worker.submit(make, idx))
+            yield ready
+    finally:  # the consumer stopped (error or end): drop what was not started, wait for the rest
+        for future in pending:
+            future.cancel()
+        for future in pending:
+            if not future.cancelled():
+                future.exception()
 
 
 def _shown_loss(sums: dict[str, torch.Tensor]) -> torch.Tensor:

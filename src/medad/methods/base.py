@@ -118,6 +118,10 @@ class Method(nn.Module):
     #: the epoch budget it follows (`medad.methods.budgets`): a key of ``BUDGETS``, ``"own"``
     #: (its config's ``epochs`` on every dataset) or None (its family's entry, if any)
     budget: ClassVar[str | None] = None
+    #: the engine may run `train_inputs` in a background thread, a few batches ahead of the
+    #: training step (in batch order, so the draws from `rng` keep their sequence); a method that
+    #: sets it draws from `rng` only in `train_transform` and `train_inputs` during training
+    prefetch: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig, channels: int) -> None:
         super().__init__()
@@ -158,6 +162,12 @@ class Method(nn.Module):
 
     def train_transform(self, x: torch.Tensor) -> torch.Tensor:
         """Training-time augmentation of a batch (default none: PAPER.md, no augmentation)."""
+        return x
+
+    def train_inputs(self, x: torch.Tensor) -> Any:
+        """What `training_loss` receives for the augmented batch `x` (default: `x`). Methods that
+        make synthetic anomalies make them here, so that with `prefetch` the next batch's are
+        made on the CPU while the device trains on this one."""
         return x
 
 
