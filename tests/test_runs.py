@@ -68,7 +68,7 @@ def test_a_run_another_process_trains_is_not_started_twice(tmp_path):
 def test_a_full_disk_is_named_and_earlier_results_stay(tmp_path, monkeypatch):
     kept = runs.execute(_spec(0), tmp_path, device="cpu", progress=False)
 
-    def full(self, path):
+    def full(self, path, **_options):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(Predictions, "save", full)
