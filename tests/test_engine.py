@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -13,7 +14,15 @@ from medad.data.base import get_dataset
 from medad.data.loading import ArraySplit, Preprocess, load_split
 from medad.errors import MedadError
 from medad.evaluation import evaluate
-from medad.methods.base import Method, MethodConfig, Phase, Stage, build_config, method_class
+from medad.methods.base import (
+    Method,
+    MethodConfig,
+    Phase,
+    ScoreOutput,
+    Stage,
+    build_config,
+    method_class,
+)
 from medad.methods.optimisation import ParamGroup, Schedule
 from medad.runs import RunSpec, evaluate_run, execute
 from tests.conftest import SMALL
@@ -232,3 +241,237 @@ def test_a_per_epoch_schedule_is_stepped_after_every_epoch():
     method = _Counter(Schedule(kind="step", milestones=(0.5,), gamma=0.5), steps=None)
     history = engine.train(method, _tiny_split(7), Preprocess(size=4), device="cpu", progress=False)
     assert [e["lr"] for e in history.epochs] == [0.1, 0.1, 0.05]  # milestone round(0.5·3) = 2
+
+
+class _PixelScorer(Method):
+    """Scores an image by its mean and maps it by its own pixels; maps only when asked."""
+
+    name = "pixel-scorer"
+
+    def __init__(self, maps_from_batch: int = 0) -> None:
+        super().__init__(MethodConfig(epochs=0, batch_size=3), 1)
+        self.maps_from_batch, self.calls = maps_from_batch, 0
+
+    def score(self, x):
+        self.calls += 1
+        with_maps = self.calls > self.maps_from_batch
+        return ScoreOutput(x.mean(dim=(1, 2, 3)), x[:, 0] if with_maps else None)
+
+
+def test_predict_fills_scores_and_maps_in_image_order():
+    data, pre = _tiny_split(7), Preprocess(size=4)
+    pred = engine.predict(_PixelScorer(), data, pre, device="cpu")  # batches of 3, 3, 1
+    expected = data.images[:, 0].astype(np.float32) * np.float32(2 / 255) - 1
+    np.testing.assert_allclose(pred.maps, expected, rtol=1e-6)
+    assert pred.maps.dtype == np.float32 and pred.image_scores.dtype == np.float64
+    np.testing.assert_allclose(pred.image_scores, expected.mean(axis=(1, 2)), rtol=1e-6)
+
+
+def test_predict_rejects_maps_for_some_batches_only():
+    with pytest.raises(MedadError, match="maps for some batches only"):
+        engine.predict(_PixelScorer(maps_from_batch=1), _tiny_split(7), Preprocess(size=4))
+
+
+# --- the device path: uploaded images, deferred loss checks, precision, compile ---------------
+
+
+class _Linear(Method):
+    """A 1×1 convolution trained to reproduce its input (Adam), with a loss that can turn NaN."""
+
+    name = "linear"
+
+    def __init__(self, epochs: int = 3, nan_at_step: int | None = None) -> None:
+        super().__init__(MethodConfig(epochs=epochs, batch_size=4, lr=1e-2), 1)
+        self.conv = torch.nn.Conv2d(1, 1, 1)
+        self.nan_at_step, self.step = nan_at_step, 0
+
+    def training_loss(self, x, stage, phase):
+        self.step += 1
+        loss = ((self.conv(x) - x) ** 2).mean()
+        if self.step == self.nan_at_step:
+            loss = loss * float("nan")
+        return {"loss": loss, "abs": (self.conv(x) - x).abs().mean()}
+
+
+def _bare_loop(data: ArraySplit, pre: Preprocess, seed: int, epochs: int):
+    """The loop medad ran before the device path, written out: CPU batches from the seeded
+    generator, NumPy indexing, a host sync per loss, sums in Python floats."""
+    engine.seed_everything(seed)
+    torch.manual_seed(seed)
+    method = _Linear(epochs)
+    engine.seed_everything(seed)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(method.parameters(), lr=1e-2)
+    means = []
+    for _ in range(epochs):
+        sums, count = {"loss": 0.0, "abs": 0.0}, 0
+        for idx in engine._batches(len(data), 4, gen):
+            x = engine.to_float(data.images[idx], pre, torch.device("cpu"))
+            opt.zero_grad(set_to_none=True)
+            losses = method.training_loss(x, "train", "model")
+            losses["loss"].backward()
+            opt.step()
+            for k, v in losses.items():
+                sums[k] += float(v.detach())
+            count += 1
+        means.append({k: v / count for k, v in sums.items()})
+    return means, method.conv.weight.detach().clone()
+
+
+def test_training_equals_the_plain_cpu_loop_bit_for_bit():
+    data, pre = _tiny_split(11), Preprocess(size=4)
+    expected, weight = _bare_loop(data, pre, seed=7, epochs=3)
+    engine.seed_everything(7)
+    method = _Linear(3)
+    history = engine.train(method, data, pre, seed=7, device="cpu", progress=False)
+    got = [{k: e[k] for k in ("loss", "abs")} for e in history.epochs]
+    assert got == expected  # exact floats, not approximately
+    assert torch.equal(method.conv.weight, weight)
+
+
+@pytest.mark.parametrize("check_every", [1, 2, 1000])
+def test_a_nan_loss_stops_the_run_naming_its_epoch(check_every):
+    # 11 images, batches of 4 → 3 steps per epoch; step 5 is in epoch 2
+    method = _Linear(epochs=4, nan_at_step=5)
+    options = engine.TrainOptions(check_every=check_every)
+    with pytest.raises(MedadError, match=r"loss became nan in stage 'train', epoch 2;"):
+        engine.train(
+            method,
+            _tiny_split(11),
+            Preprocess(size=4),
+            device="cpu",
+            progress=False,
+            options=options,
+        )
+    assert method.step <= 6  # stopped within the epoch of the NaN
+
+
+@pytest.mark.parametrize("upload", [True, False, None])
+def test_device_images_give_the_batches_of_the_numpy_path(upload):
+    data = _tiny_split(9)
+    pre = Preprocess(size=4, value_range=(0.0, 1.0))
+    images = engine.DeviceImages(data.images, pre, torch.device("cpu"), upload=upload)
+    assert (images.images.data_ptr() != torch.from_numpy(data.images).data_ptr()) == bool(upload)
+    idx = np.array([7, 0, 3, 3])
+    expected = engine.to_float(data.images[idx], pre, torch.device("cpu"))
+    assert torch.equal(images.batch(idx), expected)
+
+
+def test_adam_is_fused_only_when_asked():
+    w = torch.nn.Parameter(torch.ones(3))
+    plain = engine.build_optimizer(Phase("model", [w], 0.1))
+    fused = engine.build_optimizer(Phase("model", [w], 0.1, optimizer="adamw"), fused=True)
+    assert not plain.defaults.get("fused") and fused.defaults["fused"] is True
+
+
+def test_cudnn_autotuning_only_without_deterministic_algorithms(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    engine._autotune(torch.device("cpu"))
+    assert torch.backends.cudnn.benchmark is False
+    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
+    engine._autotune(torch.device("cuda"))
+    assert torch.backends.cudnn.benchmark is False
+    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: False)
+    engine._autotune(torch.device("cuda"))
+    assert torch.backends.cudnn.benchmark is True and torch.backends.cudnn.deterministic is False
+
+
+def test_precision_and_check_interval_are_validated():
+    with pytest.raises(ValueError, match="precision"):
+        engine.TrainOptions(precision="fp64")
+    with pytest.raises(ValueError, match="check_every"):
+        engine.TrainOptions(check_every=0)
+
+
+def test_bf16_training_runs_on_cpu_and_changes_the_numbers():
+    data, pre = _tiny_split(11), Preprocess(size=4)
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        engine.seed_everything(0)
+        method = _Linear(2)
+        options = engine.TrainOptions(precision=precision)
+        history = engine.train(method, data, pre, device="cpu", progress=False, options=options)
+        runs[precision] = [e["loss"] for e in history.epochs]
+    assert all(math.isfinite(v) for v in runs["bf16"]) and runs["bf16"] != runs["fp32"]
+    np.testing.assert_allclose(runs["bf16"], runs["fp32"], rtol=0.1)
+
+
+def test_compile_wraps_the_training_step(monkeypatch):
+    calls = []
+
+    def fake_compile(fn, mode=None):
+        calls.append(mode)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    method = _Linear(1)
+    step = engine._training_step(method, torch.device("cpu"), engine.TrainOptions(compile=True))
+    assert calls == [None] and step == method.training_loss
+    engine._training_step(method, torch.device("cuda"), engine.TrainOptions(compile=True))
+    assert calls == [None, "reduce-overhead"]  # CUDA graphs where shapes are static
+    engine._training_step(method, torch.device("cpu"), engine.TrainOptions())
+    assert len(calls) == 2
+
+
+@pytest.mark.slow
+def test_compiled_training_on_cpu_follows_eager_training():
+    data, pre = _tiny_split(11), Preprocess(size=4)
+    losses = {}
+    for compiled in (False, True):
+        engine.seed_everything(0)
+        method = _Linear(2)
+        options = engine.TrainOptions(compile=compiled)
+        history = engine.train(method, data, pre, device="cpu", progress=False, options=options)
+        losses[compiled] = [e["loss"] for e in history.epochs]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+
+
+class _Noisy(_Linear):
+    """Draws from `rng` in both `train_transform` and `train_inputs`, like the SSL methods."""
+
+    name = "noisy"
+    prefetch = True
+
+    def train_transform(self, x):
+        return x + torch.from_numpy(self.rng.normal(0, 0.1, x.shape).astype(np.float32))
+
+    def train_inputs(self, x):
+        self.thread = threading.current_thread().name
+        return x * float(self.rng.uniform(0.5, 1.5))
+
+
+@pytest.mark.parametrize("steps", [None, 2])
+def test_prefetched_inputs_keep_the_sequence_of_draws(monkeypatch, steps):
+    data, pre = _tiny_split(11), Preprocess(size=4)
+    runs = {}
+    for prefetch in (False, True):
+        monkeypatch.setattr(_Noisy, "prefetch", prefetch)
+        engine.seed_everything(0)
+        method = _Noisy(3)
+        method.stages = lambda m=method: [
+            Stage("train", 3, [Phase("model", list(m.parameters()), 1e-2)], steps_per_epoch=steps)
+        ]
+        history = engine.train(method, data, pre, seed=4, device="cpu", progress=False)
+        runs[prefetch] = (history.epochs, method.conv.weight.detach().clone(), method.thread)
+    assert runs[True][0] == runs[False][0] and torch.equal(runs[True][1], runs[False][1])
+    assert runs[True][2].startswith("medad-inputs") and runs[False][2] == "MainThread"
+
+
+def test_prefetching_ssl_training_equals_synthesis_in_the_step(monkeypatch):
+    """The one-stage SSL methods make their anomalies ahead (prefetch): same numbers as when
+    `training_loss` makes them itself."""
+    cls = method_class("cutpaste-1stage")
+    over = {"epochs": 1, "batch_size": 8, "image_size": 48, "train_center_crop": 42}
+    config = build_config(cls, {**over, "crop_size": 32, "steps_per_epoch": 2})
+    ds = get_dataset("synth-brain", n_train=24, n_test_normal=2, n_test_abnormal=2, size=48)
+    pre = cls.preprocess(config, ds.channels)
+    train = load_split(ds, "train", pre)
+    results = {}
+    for prefetch in (True, False):
+        monkeypatch.setattr(cls, "prefetch", prefetch)
+        method = engine.create_method(cls, config, ds.channels, 1)
+        history = engine.train(method, train, pre, seed=1, device="cpu", progress=False)
+        results[prefetch] = (history.epochs, [p.detach().clone() for p in method.parameters()])
+    assert results[True][0] == results[False][0]
+    assert all(torch.equal(a, b) for a, b in zip(results[True][1], results[False][1], strict=True))

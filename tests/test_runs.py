@@ -68,7 +68,7 @@ def test_a_run_another_process_trains_is_not_started_twice(tmp_path):
 def test_a_full_disk_is_named_and_earlier_results_stay(tmp_path, monkeypatch):
     kept = runs.execute(_spec(0), tmp_path, device="cpu", progress=False)
 
-    def full(self, path):
+    def full(self, path, **_options):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(Predictions, "save", full)
@@ -137,3 +137,36 @@ def test_deterministic_cuda_runs_are_bit_identical(tmp_path):
     assert not torch.are_deterministic_algorithms_enabled()  # restored afterwards
     env = ResultsStore(tmp_path / "a").rows()[0].environment
     assert env["deterministic_algorithms"] and env["cublas_workspace_config"] == ":4096:8"
+
+
+def test_precision_and_compile_enter_the_run_id_only_when_asked():
+    from medad.engine import TrainOptions
+
+    plain = runs.plan(_spec())
+    assert "training" not in plain.resolved
+    checked = _spec()
+    checked.train_options = TrainOptions(check_every=7)  # changes no number: same run
+    assert runs.plan(checked).run_id == plain.run_id
+    for options in (TrainOptions(precision="bf16"), TrainOptions(compile=True)):
+        spec = _spec()
+        spec.train_options = options
+        planned = runs.plan(spec)
+        assert planned.run_id != plain.run_id
+        assert planned.resolved["training"] == options.model_dump(exclude_defaults=True)
+
+
+def test_cli_run_trains_in_bf16_and_compresses_predictions_when_asked(tmp_path):
+    import zipfile
+
+    args = ["run", "-m", "ae", "-d", "synth-brain", "--epochs", "1", "--set", "batch_size=8"]
+    args += [f"--data-option={k}={v}" for k, v in TINY.items()]
+    args += ["--out", str(tmp_path), "--device", "cpu", "--json"]
+    done = CliRunner().invoke(app, [*args, "--precision", "bf16", "--compress-predictions"])
+    assert done.exit_code == 0, done.output
+    (row,) = ResultsStore(tmp_path).rows()
+    run_dir = tmp_path / row.run_dir
+    assert "precision: bf16" in (run_dir / "config.yaml").read_text()
+    with zipfile.ZipFile(run_dir / "predictions.npz") as z:
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_DEFLATED}
+    bad = CliRunner().invoke(app, [*args, "--precision", "fp64"])
+    assert bad.exit_code == 2 and "fp64" in bad.output

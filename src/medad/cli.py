@@ -123,19 +123,46 @@ def run(
             "--deterministic", help="CUDA: deterministic kernels, for bit-identical reruns."
         ),
     ] = False,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="Training arithmetic: fp32, or autocast to bf16/fp16 (faster on GPUs; part of "
+            "the run id)."
+        ),
+    ] = "fp32",
+    compile_: Annotated[
+        bool,
+        typer.Option(
+            "--compile", help="torch.compile the training step (CUDA graphs on CUDA; run id)."
+        ),
+    ] = False,
+    compress_predictions: Annotated[
+        bool,
+        typer.Option(
+            "--compress-predictions", help="Write predictions.npz compressed (smaller, slower)."
+        ),
+    ] = False,
 ) -> None:
     """Train METHOD on DATASET, score its test split, evaluate and record the run.
 
     A finished run with the same method, dataset, configuration and seed is reused (--force
     trains it again)."""
+    from medad.engine import TrainOptions
     from medad.runs import RunSpec, execute
 
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise _fail(f"--precision must be fp32, bf16 or fp16, got {precision!r}")
     try:
         overrides = parse_assignments(set_, "--set")
         if epochs is not None:
             overrides["epochs"] = epochs
         spec = RunSpec(
-            method, dataset, seed, overrides, parse_assignments(data_option, "--data-option")
+            method,
+            dataset,
+            seed,
+            overrides,
+            parse_assignments(data_option, "--data-option"),
+            TrainOptions(precision=precision, compile=compile_),  # type: ignore[arg-type]
         )
         check_output_root(out)
         result = execute(
@@ -147,6 +174,7 @@ def run(
             echo=None if json_ else (lambda m: err_console.print(f"[dim]{m}[/]", highlight=False)),
             force=force,
             deterministic=deterministic,
+            compress_predictions=compress_predictions,
         )
     except MedadError as exc:
         raise _fail(str(exc)) from None

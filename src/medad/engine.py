@@ -11,15 +11,19 @@ without maps). Both work on the uint8 arrays of `medad.data.loading` and convert
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import itertools
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -30,6 +34,73 @@ from medad.methods.optimisation import ParamGroup, Schedule
 from medad.predictions import Predictions
 
 Log = Callable[[str], None]
+
+Precision = Literal["fp32", "bf16", "fp16"]
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainOptions(BaseModel):
+    """How the engine runs a training on its device (speed, not the method's configuration).
+
+    The defaults reproduce the CPU results of earlier versions bit for bit; the others change
+    the numbers and are recorded in the run's identity (`medad.runs`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: arithmetic of the forward passes and losses: fp32, or torch autocast to bf16 / fp16
+    #: (fp16 with a gradient scaler against underflow); weights and optimiser stay fp32
+    precision: Precision = "fp32"
+    #: torch.compile each method's training step (inductor; on CUDA with CUDA graphs,
+    #: mode "reduce-overhead"); first steps are slow while it compiles
+    compile: bool = False
+    #: steps between checks that the losses are finite; each check waits for the device, so
+    #: checking every step (as before) keeps a GPU idle; a NaN still stops the run in its epoch
+    check_every: int = Field(default=50, ge=1)
+
+
+class DeviceImages:
+    """The uint8 images of a split on the device that trains on them, converted batch by batch.
+
+    On a GPU the whole split is uploaded once when it takes at most a quarter of the free
+    memory (a BraTS train split at 64² is 17 MB), so a step copies only its indices; otherwise
+    the images stay in page-locked host memory and each batch is copied without blocking. On
+    the CPU the array is used in place. The float batch is computed exactly as `to_float`.
+    """
+
+    def __init__(
+        self, images: np.ndarray, pre: Preprocess, device: torch.device, upload: bool | None = None
+    ) -> None:
+        host = torch.from_numpy(np.ascontiguousarray(images))
+        self.device, self.pre = device, pre
+        if upload is None:
+            upload = device.type != "cpu" and _fits_on(device, host.numel())
+        if upload:
+            self.images = host.to(device, copy=True)
+        elif device.type == "cuda":
+            self.images = host.pin_memory()
+        else:
+            self.images = host
+
+    def batch(self, idx: np.ndarray) -> torch.Tensor:
+        """Images `idx` as float32 in `pre.value_range`, on the device."""
+        index = torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64))
+        if self.images.device == self.device:
+            if self.device.type != "cpu":
+                index = index.to(self.device, non_blocking=True)
+            chosen = self.images[index]
+        else:
+            chosen = self.images[index].to(self.device, non_blocking=True)
+        lo, hi = self.pre.value_range
+        return chosen.to(torch.float32) * ((hi - lo) / 255.0) + lo
+
+
+def _fits_on(device: torch.device, n_bytes: int) -> bool:
+    """Whether `n_bytes` take at most a quarter of the device's free memory (CUDA; others: no)."""
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return n_bytes <= free // 4
 
 
 def resolve_device(device: str | None = None) -> torch.device:
@@ -107,8 +178,9 @@ def _cycled_batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[n
         pending = pending[batch_size:]
 
 
-def build_optimizer(phase: Phase) -> torch.optim.Optimizer:
-    """The torch optimiser a phase declares, with its parameter groups."""
+def build_optimizer(phase: Phase, *, fused: bool = False) -> torch.optim.Optimizer:
+    """The torch optimiser a phase declares, with its parameter groups. `fused`: Adam and AdamW
+    update all parameters in one kernel (CUDA), instead of a loop of small kernels per tensor."""
     params: list[Any] = [
         {"params": p.params, "lr": phase.lr if p.lr is None else p.lr}
         if isinstance(p, ParamGroup)
@@ -126,7 +198,8 @@ def build_optimizer(phase: Phase) -> torch.optim.Optimizer:
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(phase.optimizer)
     if cls is None:
         raise MedadError(f"phase {phase.name!r}: unknown optimizer {phase.optimizer!r}")
-    return cls(params, lr=phase.lr, betas=phase.betas, weight_decay=phase.weight_decay)
+    extra = {"fused": True} if fused else {}
+    return cls(params, lr=phase.lr, betas=phase.betas, weight_decay=phase.weight_decay, **extra)
 
 
 def build_scheduler(
@@ -199,11 +272,20 @@ def train(
     device: torch.device | str | None = None,
     progress: bool = True,
     log: Log | None = None,
+    options: TrainOptions | None = None,
 ) -> TrainHistory:
     """Train `method` on the (normal-only) split `data`, then call its `fit` (and `calibrate` on
-    the part of `data` it asked to be held out of both, `Method.holdout_fraction`)."""
+    the part of `data` it asked to be held out of both, `Method.holdout_fraction`).
+
+    Batches are drawn by a CPU generator seeded with `seed` and gathered from the split on the
+    device (`DeviceImages`); losses are summed on the device (float64) and read back once per
+    epoch, so a step does not wait for the device; their finiteness is checked every
+    `options.check_every` steps and at the end of every epoch.
+    """
+    options = options or TrainOptions()
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     seed_everything(seed)
+    _autotune(dev)
     method.rng = np.random.default_rng(seed)
     method.to(dev)
     gen = torch.Generator().manual_seed(seed)
@@ -211,15 +293,29 @@ def train(
     data, holdout = split_holdout(data, method.holdout_fraction(), seed)
     if holdout is not None and log is not None:
         log(f"held out {len(holdout)} of {len(data) + len(holdout)} training images to calibrate")
+    images = DeviceImages(data.images, pre, dev)
+    loss_fn = _training_step(method, dev, options)
+    autocast = _autocast(dev, options.precision)
+    scaler = torch.amp.GradScaler(dev.type, enabled=options.precision == "fp16")
+    # float64 sums give the exact Python-float means of earlier versions (MPS has no float64)
+    acc = torch.float32 if dev.type == "mps" else torch.float64
 
-    def batches_of(split: ArraySplit) -> Callable[[], Iterator[torch.Tensor]]:
-        def batches() -> Iterator[torch.Tensor]:
-            for idx in _batches(len(split), bs, None):
-                yield to_float(split.images[idx], pre, dev)
+    def train_batches() -> Iterator[torch.Tensor]:
+        for idx in _batches(len(data), bs, None):
+            yield images.batch(idx)
 
-        return batches
+    def holdout_batches() -> Iterator[torch.Tensor]:
+        assert holdout is not None
+        for idx in _batches(len(holdout), bs, None):
+            yield to_float(holdout.images[idx], pre, dev)
 
-    train_batches = batches_of(data)
+    def step_inputs(idx: np.ndarray) -> Any:
+        return method.train_inputs(method.train_transform(images.batch(idx)))
+
+    def inputs(batches: Iterable[np.ndarray]) -> Iterator[Any]:
+        if not method.prefetch:
+            return (step_inputs(idx) for idx in batches)
+        return _prefetched(step_inputs, batches, worker)
 
     with torch.no_grad():
         method.prepare(train_batches)
@@ -229,11 +325,12 @@ def train(
     per_pass = _batches_per_pass(len(data), bs)
     total = sum(s.epochs * (s.steps_per_epoch or per_pass) for s in stages)
     bar = _progress(progress)
-    with bar:
+    worker = ThreadPoolExecutor(1, thread_name_prefix="medad-inputs") if method.prefetch else None
+    with bar, worker or contextlib.nullcontext():
         task = bar.add_task(method.name, total=total, loss=float("nan"))
         for stage in stages:
             steps = stage.steps_per_epoch or per_pass
-            opts = [build_optimizer(p) for p in stage.phases]
+            opts = [build_optimizer(p, fused=dev.type == "cuda") for p in stage.phases]
             scheds = [
                 build_scheduler(o, p.schedule, _schedule_length(stage, p, steps))
                 for p, o in zip(stage.phases, opts, strict=True)
@@ -241,44 +338,50 @@ def train(
             stream = _cycled_batches(len(data), bs, gen) if stage.steps_per_epoch else None
             for epoch in range(stage.epochs):
                 method.train()
-                sums: dict[str, float] = {}
+                sums: dict[str, torch.Tensor] = {}
+                minimised = torch.zeros((), dtype=acc, device=dev)  # every loss stepped on
                 rates = {
                     (f"{p.name}/lr" if len(stage.phases) > 1 else "lr"): o.param_groups[0]["lr"]
                     for p, o, sc in zip(stage.phases, opts, scheds, strict=True)
                     if sc is not None
                 }
+                where = f"stage {stage.name!r}, epoch {epoch + 1}"
                 count = 0
                 batches: Iterable[np.ndarray] = (
                     itertools.islice(stream, steps) if stream else _batches(len(data), bs, gen)
                 )
-                for idx in batches:
-                    x = method.train_transform(to_float(data.images[idx], pre, dev))
+                for x in inputs(batches):
                     for phase, opt, sched in zip(stage.phases, opts, scheds, strict=True):
                         for _ in range(phase.repeats):
                             opt.zero_grad(set_to_none=True)
-                            losses = _loss_dict(method.training_loss(x, stage.name, phase.name))
+                            with autocast:
+                                losses = _loss_dict(loss_fn(x, stage.name, phase.name))
                             loss = losses["loss"]
-                            if not torch.isfinite(loss):
-                                raise MedadError(
-                                    f"{method.name}: loss became {loss.item()} in stage "
-                                    f"{stage.name!r}, epoch {epoch + 1}; lower the learning rate"
-                                )
-                            loss.backward()
-                            opt.step()
+                            minimised = minimised + loss.detach().to(acc)
+                            scaler.scale(loss).backward()
+                            scaler.step(opt)
+                            scaler.update()
                         if sched is not None and phase.schedule.per == "step":
                             sched.step()
                         for k, v in losses.items():
                             key = f"{phase.name}/{k}" if len(stage.phases) > 1 else k
-                            sums[key] = sums.get(key, 0.0) + float(v.detach())
+                            total_k = sums.get(key, torch.zeros((), dtype=acc, device=dev))
+                            sums[key] = total_k + v.detach().to(acc).reshape(())
                     count += 1
                     history.steps += 1
-                    bar.update(
-                        task, advance=1, loss=sums.get("loss", next(iter(sums.values()))) / count
-                    )
+                    if count % options.check_every == 0:
+                        _check_finite(minimised, method.name, where)
+                        if progress:
+                            bar.update(task, loss=float(_shown_loss(sums)) / count)
+                    bar.update(task, advance=1)
+                _check_finite(minimised, method.name, where)
                 for phase, sched in zip(stage.phases, scheds, strict=True):
                     if sched is not None and phase.schedule.per == "epoch":
                         sched.step()
-                means = {k: v / count for k, v in sums.items()}
+                totals = torch.stack(list(sums.values())).tolist() if sums else []
+                means = {k: v / count for k, v in zip(sums, totals, strict=True)}
+                if progress and means:
+                    bar.update(task, loss=means.get("loss", next(iter(means.values()))))
                 record = {"stage": stage.name, "epoch": epoch + 1, **means, **rates}
                 history.epochs.append(record)  # type: ignore[arg-type]
                 if log is not None:
@@ -288,9 +391,73 @@ def train(
     with torch.no_grad():
         method.fit(train_batches)
         if holdout is not None:
-            method.calibrate(batches_of(holdout))
+            method.calibrate(holdout_batches)
     history.seconds = time.perf_counter() - start
     return history
+
+
+#: batches whose inputs are made ahead of the training step (`Method.prefetch`)
+PREFETCH_DEPTH = 2
+
+
+def _prefetched(
+    make: Callable[[np.ndarray], Any], batches: Iterable[np.ndarray], worker: Any
+) -> Iterator[Any]:
+    """`make(idx)` for each batch, in order, computed by the one thread of `worker` up to
+    `PREFETCH_DEPTH` batches ahead of the consumer (one thread: the draws keep their order)."""
+    pending: collections.deque[Future[Any]] = collections.deque()
+    order = iter(batches)
+    try:
+        for idx in itertools.islice(order, PREFETCH_DEPTH):
+            pending.append(worker.submit(make, idx))
+        while pending:
+            ready = pending.popleft().result()
+            for idx in itertools.islice(order, 1):
+                pending.append(worker.submit(make, idx))
+            yield ready
+    finally:  # the consumer stopped (error or end): drop what was not started, wait for the rest
+        for future in pending:
+            future.cancel()
+        for future in pending:
+            if not future.cancelled():
+                future.exception()
+
+
+def _shown_loss(sums: dict[str, torch.Tensor]) -> torch.Tensor:
+    return sums.get("loss", next(iter(sums.values())))
+
+
+def _check_finite(minimised: torch.Tensor, name: str, where: str) -> None:
+    """Raise when a loss stepped on so far was NaN or infinite (their sum is then too)."""
+    if not bool(torch.isfinite(minimised)):
+        raise MedadError(
+            f"{name}: loss became {minimised.item()} in {where}; lower the learning rate"
+        )
+
+
+def _autotune(dev: torch.device) -> None:
+    """cuDNN picks the fastest convolution algorithms for the shapes it sees, unless
+    deterministic algorithms are asked (``--deterministic``: `medad.reproducibility`)."""
+    if dev.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.deterministic = False
+
+
+def _autocast(dev: torch.device, precision: Precision) -> Any:
+    """The autocast context of `precision` on `dev` (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if not torch.amp.is_autocast_available(dev.type):
+        raise MedadError(f"precision {precision!r} is not available on {dev}; use fp32")
+    return torch.autocast(device_type=dev.type, dtype=_AUTOCAST_DTYPES[precision])
+
+
+def _training_step(method: Method, dev: torch.device, options: TrainOptions) -> Any:
+    """`method.training_loss`, compiled by torch.compile when asked (CUDA graphs on CUDA)."""
+    if not options.compile:
+        return method.training_loss
+    mode = "reduce-overhead" if dev.type == "cuda" else None
+    return torch.compile(method.training_loss, mode=mode)
 
 
 def _progress(enabled: bool) -> Progress:
@@ -318,16 +485,23 @@ def predict(
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     method.to(dev).eval()
     bs = batch_size or method.config.batch_size
-    scores, maps = [], []
+    n = len(data)
+    images = DeviceImages(data.images, pre, dev)
+    # filled in place (no list of batches concatenated at the end: that held the maps twice)
+    image_scores = np.empty(n, dtype=np.float64)
+    maps: np.ndarray | None = None
     with torch.no_grad():
-        for idx in _batches(len(data), bs, None):
-            out = method.score(to_float(data.images[idx], pre, dev))
+        for idx in _batches(n, bs, None):
+            out = method.score(images.batch(idx))
             s = out.image_scores.detach().reshape(-1)
             if s.shape[0] != len(idx):
                 raise MedadError(
                     f"{method.name}: score() returned {s.shape[0]} scores for {len(idx)} images"
                 )
-            scores.append(s.double().cpu().numpy())
+            rows = slice(int(idx[0]), int(idx[0]) + len(idx))  # evaluation batches are in order
+            image_scores[rows] = s.double().cpu().numpy()
+            if rows.start > 0 and (out.maps is not None) != (maps is not None):
+                raise MedadError(f"{method.name}: score() returned maps for some batches only")
             if out.maps is not None:
                 m = out.maps.detach()
                 if tuple(m.shape) != (len(idx), pre.size, pre.size):
@@ -335,14 +509,15 @@ def predict(
                         f"{method.name}: maps of shape {tuple(m.shape)}, expected "
                         f"{(len(idx), pre.size, pre.size)}"
                     )
-                maps.append(m.float().cpu().numpy())
-    image_scores = np.concatenate(scores)
+                if maps is None:
+                    maps = np.empty((n, pre.size, pre.size), dtype=np.float32)
+                maps[rows] = m.float().cpu().numpy()
     if not np.isfinite(image_scores).all():
         raise MedadError(f"{method.name}: non-finite anomaly scores (training diverged?)")
     return Predictions(
         ids=list(data.ids),
         labels=data.labels.copy(),
         image_scores=image_scores,
-        maps=np.concatenate(maps) if maps else None,
+        maps=maps,
         masks=data.masks,
     )

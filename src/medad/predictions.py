@@ -1,7 +1,10 @@
 """What a trained method produced on a test split: the input of every evaluation.
 
 Saved per run as ``predictions.npz`` so that metrics can be recomputed later without retraining
-(predicting and evaluating are separate stages).
+(predicting and evaluating are separate stages). The file is uncompressed by default: zlib saves
+about 13 % on float anomaly maps but writes them at ~10 MiB/s, which made saving a BraTS-sized test
+set (2,776 maps of 256²) slower than training on a GPU; ``compress=True`` still writes the
+compressed form, and both forms load alike.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ class Predictions:
     maps: np.ndarray | None = None  # float32 [N, H, W]
     masks: np.ndarray | None = None  # bool [N, H, W]
 
-    def save(self, path: Path) -> None:
-        """Write atomically (a temporary file renamed into place)."""
+    def save(self, path: Path, *, compress: bool = False) -> None:
+        """Write atomically (a temporary file renamed into place); `compress`: zlib (smaller,
+        much slower to write)."""
         payload: dict[str, np.ndarray] = {
             "ids": np.array(self.ids),
             "labels": self.labels,
@@ -41,7 +45,7 @@ class Predictions:
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, **payload)
+                (np.savez_compressed if compress else np.savez)(fh, **payload)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

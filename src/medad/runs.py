@@ -87,6 +87,9 @@ class RunSpec:
     seed: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    #: precision and compilation of training (`engine.TrainOptions`); non-default values change
+    #: the numbers, so they enter the run id (defaults leave the ids of earlier runs unchanged)
+    train_options: engine.TrainOptions = field(default_factory=engine.TrainOptions)
 
 
 @dataclass
@@ -125,6 +128,9 @@ def resolve_config(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
     changed = protocol.model_dump(exclude_defaults=True)
     if changed:  # only then: the study's protocol keeps its run ids
         resolved["protocol"] = changed
+    training = spec.train_options.model_dump(exclude_defaults=True, exclude={"check_every"})
+    if training:
+        resolved["training"] = training
     return config, resolved
 
 
@@ -244,11 +250,13 @@ def produce(
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
     deterministic: bool = False,
+    compress_predictions: bool = False,
 ) -> tuple[dict[str, float], float]:
     """Train, score and evaluate `planned`, writing every file of the run folder into `folder`.
 
     Returns (metrics, seconds). Touches nothing outside `folder` and `cache_dir`, so it can run on a
-    remote worker whose folder is shipped back. `deterministic`: see `medad.reproducibility`.
+    remote worker whose folder is shipped back. `deterministic`: see `medad.reproducibility`;
+    `compress_predictions`: see `Predictions.save`.
     """
     spec, config, dataset = planned.spec, planned.config, planned.dataset
     cls = method_class(spec.method)
@@ -289,7 +297,14 @@ def produce(
     with deterministic_mode(dev, deterministic):
         method = engine.create_method(cls, config, dataset.channels, spec.seed)
         history = engine.train(
-            method, train_split, pre, seed=spec.seed, device=dev, progress=progress, log=log
+            method,
+            train_split,
+            pre,
+            seed=spec.seed,
+            device=dev,
+            progress=progress,
+            log=log,
+            options=spec.train_options,
         )
         # as training ran (not hashed into the run id): appended to config.yaml and the store row
         with open(folder / "config.yaml", "a") as fh:
@@ -301,7 +316,7 @@ def produce(
         (folder / "train.json").write_text(json.dumps(history.__dict__, indent=1))
         pred = engine.predict(method, test_split, pre, device=dev)
         normal_pred = engine.predict(method, normal_split, pre, device=dev)
-    pred.save(folder / "predictions.npz")
+    pred.save(folder / "predictions.npz", compress=compress_predictions)
     thresholds = fit_thresholds(
         normal_pred, protocol.threshold_fpr, "validation" if len(held_out) else "train"
     )
@@ -417,6 +432,7 @@ def execute(
     lease_timeout: float = LEASE_TIMEOUT,
     on_start: Callable[[], None] | None = None,
     deterministic: bool = False,
+    compress_predictions: bool = False,
 ) -> RunResult:
     """Train, score and evaluate one run; write its folder and its row in ``OUT/results.sqlite``.
 
@@ -451,6 +467,7 @@ def execute(
                 progress=progress,
                 echo=echo,
                 deterministic=deterministic,
+                compress_predictions=compress_predictions,
             )
             return commit(out, planned, tmp, metrics, seconds, tag, store=store)
     except BaseException as exc:

@@ -45,11 +45,10 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import signal, sparse
-from scipy.sparse import linalg as sparse_linalg
 
 from medad.anomalies._imageops import (
     Box,
@@ -67,6 +66,9 @@ from medad.anomalies._imageops import (
 from medad.anomalies.fpi import blend_foreign_patches
 from medad.errors import MedadError
 
+if TYPE_CHECKING:
+    from scipy.sparse import linalg as sparse_linalg
+
 _NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))
 
 #: PII guidance-weight rules, see `poisson_interpolate_patch`.
@@ -76,6 +78,8 @@ PII_BLENDS = ("interpolated", "mixed")
 @lru_cache(maxsize=128)
 def _laplacian_lu(rows: int, cols: int) -> sparse_linalg.SuperLU:
     """LU factors of the negative 5-point Laplacian on a rows x cols grid, Dirichlet outside."""
+    from scipy import sparse  # lazy: `medad methods` must not pay for SciPy's sparse solvers
+    from scipy.sparse import linalg as sparse_linalg
 
     def second_difference(n: int) -> sparse.csc_matrix:
         return sparse.diags([-np.ones(n - 1), 2 * np.ones(n), -np.ones(n - 1)], [-1, 0, 1])
@@ -325,6 +329,8 @@ def sample_nsa_patches(
         n_object = int(patch_object.sum())
         if n_object == 0:
             continue
+        from scipy import signal  # lazy: start-up time (cached after the first call)
+
         overlap = signal.fftconvolve(
             dst_object.astype(float), patch_object[::-1, ::-1].astype(float), mode="valid"
         )

@@ -122,6 +122,10 @@ class Method(nn.Module):
     budget: ClassVar[str | None] = None
     #: pretrained networks it always uses (besides its config's ``backbone``), for `medad weights`
     backbones: ClassVar[tuple[str, ...]] = ()
+    #: the engine may run `train_inputs` in a background thread, a few batches ahead of the
+    #: training step (in batch order, so the draws from `rng` keep their sequence); a method that
+    #: sets it draws from `rng` only in `train_transform` and `train_inputs` during training
+    prefetch: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig, channels: int) -> None:
         super().__init__()
@@ -170,6 +174,12 @@ class Method(nn.Module):
 
     def train_transform(self, x: torch.Tensor) -> torch.Tensor:
         """Training-time augmentation of a batch (default none: PAPER.md, no augmentation)."""
+        return x
+
+    def train_inputs(self, x: torch.Tensor) -> Any:
+        """What `training_loss` receives for the augmented batch `x` (default: `x`). Methods that
+        make synthetic anomalies make them here, so that with `prefetch` the next batch's are
+        made on the CPU while the device trains on this one."""
         return x
 
 

@@ -40,7 +40,7 @@ from medad.methods.base import Method, MethodConfig, ScoreOutput, register
 from medad.methods.optimisation import OptimiserConfig, Schedule
 from medad.methods.parts.scoring import reduce_map
 from medad.methods.parts.ssim import ssim_map
-from medad.methods.parts.synthetic_batch import synthesize_batch
+from medad.methods.parts.synthetic_batch import SyntheticBatch, synthesize_batch
 
 
 class DRAEMConfig(MethodConfig, OptimiserConfig):
@@ -194,6 +194,7 @@ def focal_loss(
 @register("draem")
 class DRAEM(Method):
     family = "self-supervised"
+    prefetch = True  # anomalies made ahead in the engine's background thread
     description = (
         "Reconstruction + U-Net segmentation of Perlin/texture anomalies, score = max smoothed map"
     )
@@ -229,8 +230,14 @@ class DRAEM(Method):
         """DRAEM anomalies of the batch and their masks, drawn from `self.rng`."""
         return synthesize_batch(x, "draem", self.rng, {"texture": self.textures()})
 
-    def training_loss(self, x: torch.Tensor, stage: str, phase: str) -> dict[str, torch.Tensor]:
-        anomalous, mask = self.synthesize(x)
+    def train_inputs(self, x: torch.Tensor) -> SyntheticBatch:
+        return SyntheticBatch(x, *self.synthesize(x))
+
+    def training_loss(
+        self, x: torch.Tensor | SyntheticBatch, stage: str, phase: str
+    ) -> dict[str, torch.Tensor]:
+        batch = x if isinstance(x, SyntheticBatch) else self.train_inputs(x)
+        x, anomalous, mask = batch.clean, batch.anomalous, batch.label
         rec, logits = self(anomalous)
         l2 = F.mse_loss(rec, x)
         ssim = 1.0 - ssim_map(rec, x).mean()

@@ -57,7 +57,11 @@ from medad.methods.base import Method, MethodConfig, ScoreOutput, register
 from medad.methods.optimisation import OptimiserConfig, Schedule
 from medad.methods.parts.resnet_unet import ResNetUNet
 from medad.methods.parts.scoring import MapScoreConfig, reduce_map
-from medad.methods.parts.synthetic_batch import check_generator_params, synthesize_batch
+from medad.methods.parts.synthetic_batch import (
+    SyntheticBatch,
+    check_generator_params,
+    synthesize_batch,
+)
 
 
 class OneStageSSLConfig(MethodConfig, MapScoreConfig, OptimiserConfig):
@@ -97,6 +101,7 @@ class OneStageSSL(Method):
 
     family = "self-supervised"
     budget = "one-stage-ssl"
+    prefetch = True  # anomalies made ahead in the engine's background thread
     Config = OneStageSSLConfig
     #: generator name in `medad.anomalies.GENERATORS`
     anomaly_kind: ClassVar[str] = ""
@@ -158,8 +163,14 @@ class OneStageSSL(Method):
         """Anomalous copies of the batch and their labels, drawn from `self.rng`."""
         return synthesize_batch(x, self.kind, self.rng, self.config.anomaly_params)
 
-    def training_loss(self, x: torch.Tensor, stage: str, phase: str) -> torch.Tensor:
-        anomalous, label = self.synthesize(x)
+    def train_inputs(self, x: torch.Tensor) -> SyntheticBatch:
+        return SyntheticBatch(x, *self.synthesize(x))
+
+    def training_loss(
+        self, x: torch.Tensor | SyntheticBatch, stage: str, phase: str
+    ) -> torch.Tensor:
+        batch = x if isinstance(x, SyntheticBatch) else self.train_inputs(x)
+        anomalous, label = batch.anomalous, batch.label
         return F.binary_cross_entropy_with_logits(self.net(anomalous)[:, 0], label)
 
     def crop_box(self, side: int) -> tuple[int, int]:

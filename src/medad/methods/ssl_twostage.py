@@ -38,7 +38,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
@@ -103,6 +102,8 @@ def colour_jitter_batch(x: torch.Tensor, strength: float, rng: np.random.Generat
     Brightness, contrast and saturation factors are U(1 − s, 1 + s), the hue shift U(−s, s), applied
     in a random order; the draws come from `rng`, so a seeded run is reproducible.
     """
+    import torchvision.transforms.functional as TF  # noqa: N812 (lazy: start-up time)
+
     if strength <= 0:
         return x
     out = []

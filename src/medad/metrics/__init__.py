@@ -6,6 +6,7 @@ all pixels of all images, normal images included. Every function raises `MedadEr
 it cannot evaluate.
 """
 
+from medad.metrics.pooled import pixel_metrics
 from medad.metrics.pro import aupro
 from medad.metrics.ranking import image_ap, image_auroc, pixel_ap, pixel_auroc
 from medad.metrics.segmentation import best_dice, best_dice_threshold, dice, f1_max
@@ -20,4 +21,5 @@ __all__ = [
     "image_auroc",
     "pixel_ap",
     "pixel_auroc",
+    "pixel_metrics",
 ]

@@ -70,3 +70,36 @@ def twice_mann_whitney_u(positives: np.ndarray, negatives: np.ndarray) -> int:
     below_or_tied = np.searchsorted(positives, negatives, side="right")  # positives <= q
     n_pairs = positives.size * negatives.size
     return int(2 * n_pairs - below.sum(dtype=np.int64) - below_or_tied.sum(dtype=np.int64))
+
+
+def merged_order_statistics(
+    first: np.ndarray, second: np.ndarray, positions: np.ndarray
+) -> np.ndarray:
+    """Values at sorted `positions` of the union of two sorted arrays, without merging them.
+
+    Equals ``np.sort(np.concatenate((first, second)))[positions]`` but costs
+    O(len(positions) · log² N) instead of a sort of N values: the value at position k is the
+    smallest candidate x of either array with #(values <= x) >= k + 1, found by bisection in each
+    array (`_first_reaching`).
+    """
+    ks = np.asarray(positions, dtype=np.int64)
+    return np.minimum(_first_reaching(first, second, ks), _first_reaching(second, first, ks))
+
+
+def _first_reaching(own: np.ndarray, other: np.ndarray, ks: np.ndarray) -> np.ndarray:
+    """For each k, own[i] for the smallest i with i + 1 + #(other <= own[i]) >= k + 1 (+inf if
+    none). That count is non-decreasing in i, and at the last of a run of ties it is the exact
+    number of values <= own[i], so own[i] is the smallest value of `own` reaching rank k."""
+    lo = np.zeros(ks.shape, dtype=np.int64)
+    hi = np.full(ks.shape, own.size, dtype=np.int64)  # own.size: no index of `own` reaches k
+    while np.any(lo < hi):
+        mid = (lo + hi) // 2
+        probe = own[np.minimum(mid, own.size - 1)]
+        reaches = mid + 1 + np.searchsorted(other, probe, side="right") >= ks + 1
+        active = lo < hi
+        hi = np.where(active & reaches, mid, hi)
+        lo = np.where(active & ~reaches, mid + 1, lo)
+    out = np.full(ks.shape, np.inf, dtype=np.result_type(own.dtype, other.dtype))
+    found = lo < own.size
+    out[found] = own[lo[found]]
+    return out

@@ -118,26 +118,45 @@ def aupro(maps: np.ndarray, masks: np.ndarray, *, fpr_limit: float = 0.3) -> flo
             region, or masks without any anomaly-free pixel.
     """
     map_array, mask_array = pixel_inputs(maps, masks, "AUPRO")
+    return aupro_of_checked(map_array, mask_array, fpr_limit)
+
+
+def aupro_of_checked(
+    map_array: np.ndarray,
+    mask_array: np.ndarray,
+    fpr_limit: float,
+    sorted_negatives: np.ndarray | None = None,
+) -> float:
+    """`aupro` of inputs that passed `pixel_inputs` ([N, H, W] maps, bool masks).
+
+    `sorted_negatives`, the anomaly-free scores already sorted ascending (as `split_sorted`
+    gives them), replaces the partition of those scores; the value is the same.
+    """
     if not 0.0 < fpr_limit <= 1.0:
         raise MedadError(f"AUPRO: fpr_limit must be in (0, 1], got {fpr_limit!r}.")
-    regions, n_regions = label_regions(mask_array)
+    # only images with a lesion are labelled: the others hold no region pixel (and, on a
+    # test set, are many), so the region ids of the mask pixels come out the same
+    with_lesion = mask_array.any(axis=(1, 2))
+    lesion_masks = mask_array[with_lesion]
+    regions, n_regions = label_regions(lesion_masks)
     if n_regions == 0:
         raise MedadError(
             "AUPRO undefined: the masks hold no abnormal region; it needs at least one "
             "abnormal pixel in the test set."
         )
-    normal = ~mask_array
-    negatives = map_array[normal]
-    del normal
+    if sorted_negatives is None:
+        negatives = map_array[~mask_array]
+    else:
+        negatives = sorted_negatives
     n_negatives = negatives.size
     if n_negatives == 0:
         raise MedadError(
             "AUPRO undefined: the masks hold no anomaly-free pixel, so the false-positive rate "
             "is undefined; include normal pixels or images."
         )
-    region_ids = regions[mask_array]
-    positives = map_array[mask_array]
-    del regions
+    region_ids = regions[lesion_masks]
+    positives = map_array[mask_array]  # same pixels, same order as region_ids
+    del regions, lesion_masks
     region_sizes = np.bincount(region_ids, minlength=n_regions + 1)
 
     # Thresholds whose FP count stays <= floor(limit · n_negatives) lie above the (k+1)-th
@@ -146,12 +165,17 @@ def aupro(maps: np.ndarray, masks: np.ndarray, *, fpr_limit: float = 0.3) -> flo
     keep = math.floor(fpr_limit * n_negatives) + 2
     if keep < n_negatives:
         cut_index = n_negatives - keep
-        negatives.partition(cut_index)
-        cut = negatives[cut_index]
-        negatives = negatives[negatives >= cut]
+        if sorted_negatives is None:
+            negatives.partition(cut_index)
+            cut = negatives[cut_index]
+            negatives = negatives[negatives >= cut]
+        else:
+            cut = negatives[cut_index]
+            negatives = negatives[np.searchsorted(negatives, cut, side="left") :]
         above = positives >= cut
         positives, region_ids = positives[above], region_ids[above]
-    negatives.sort()
+    if sorted_negatives is None:
+        negatives.sort()
     weights = 1.0 / region_sizes[region_ids]
     fpr, pro = _pro_curve(positives, weights, negatives, n_negatives, negatives.size, n_regions)
     return _area_up_to(fpr, pro, fpr_limit) / fpr_limit

@@ -11,25 +11,37 @@ from __future__ import annotations
 
 import numpy as np
 
-from medad.metrics._sorted_classes import positive_levels, split_sorted, twice_mann_whitney_u
+from medad.metrics._sorted_classes import (
+    PositiveLevels,
+    positive_levels,
+    split_sorted,
+    twice_mann_whitney_u,
+)
 from medad.metrics._validate import image_inputs, pixel_inputs, require_both_classes
 
 
-def _auroc(scores: np.ndarray, labels: np.ndarray, metric: str, unit: str) -> float:
-    n_pos, n_neg = require_both_classes(labels, metric, unit)
-    positives, negatives = split_sorted(scores, labels)
+def auroc_of_sorted(positives: np.ndarray, negatives: np.ndarray) -> float:
+    """AUROC from the sorted scores of each class (both non-empty)."""
     # AUROC = U / (n_pos n_neg) (Mann-Whitney); ties count one half, as a diagonal ROC step.
-    return twice_mann_whitney_u(positives, negatives) / (2 * n_pos * n_neg)
+    return twice_mann_whitney_u(positives, negatives) / (2 * positives.size * negatives.size)
 
 
-def _average_precision(scores: np.ndarray, labels: np.ndarray, metric: str, unit: str) -> float:
-    n_pos, _ = require_both_classes(labels, metric, unit)
-    positives, negatives = split_sorted(scores, labels)
-    levels = positive_levels(positives, negatives)
+def average_precision_of_levels(levels: PositiveLevels, n_pos: int) -> float:
+    """AP from the counts at the distinct positive scores (`positive_levels`)."""
     # AP = sum_k (R_k - R_{k-1}) P_k over thresholds (scikit-learn, no interpolation); recall
     # only moves at scores that positives carry, by n_at / n_pos, with precision TP / (TP + FP).
     precision = levels.tp / (levels.tp + levels.fp)
     return float(np.sum(levels.n_at * precision) / n_pos)
+
+
+def _auroc(scores: np.ndarray, labels: np.ndarray, metric: str, unit: str) -> float:
+    require_both_classes(labels, metric, unit)
+    return auroc_of_sorted(*split_sorted(scores, labels))
+
+
+def _average_precision(scores: np.ndarray, labels: np.ndarray, metric: str, unit: str) -> float:
+    n_pos, _ = require_both_classes(labels, metric, unit)
+    return average_precision_of_levels(positive_levels(*split_sorted(scores, labels)), n_pos)
 
 
 def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float:

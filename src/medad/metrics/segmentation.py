@@ -13,7 +13,12 @@ from typing import Literal
 import numpy as np
 
 from medad.errors import MedadError
-from medad.metrics._sorted_classes import positive_levels, split_sorted
+from medad.metrics._sorted_classes import (
+    PositiveLevels,
+    merged_order_statistics,
+    positive_levels,
+    split_sorted,
+)
 from medad.metrics._validate import any_inputs, pixel_inputs, require_positives
 
 #: MedIAnomaly's best-Dice search uses order statistics spaced N // 200 apart (public code,
@@ -73,11 +78,29 @@ def _best_dice_exact(scores: np.ndarray, labels: np.ndarray, n_pos: int) -> tupl
     while FP only grows as t falls. So one sort per class and the counts at the distinct
     positive scores suffice; Dice = 2·TP / (TP + FP + n_pos).
     """
-    positives, negatives = split_sorted(scores, labels)
-    levels = positive_levels(positives, negatives)
+    return best_dice_of_levels(positive_levels(*split_sorted(scores, labels)), n_pos)
+
+
+def best_dice_of_levels(levels: PositiveLevels, n_pos: int) -> tuple[float, float]:
+    """(best Dice, threshold) over thresholds score >= t from the counts at the distinct positive
+    scores (`positive_levels`); Dice = 2·TP / (TP + FP + n_pos)."""
     dice_values = 2.0 * levels.tp / (levels.tp + levels.fp + n_pos)
     best = int(np.argmax(dice_values))
     return float(dice_values[best]), float(levels.values[best])
+
+
+def best_dice_paper_of_sorted(positives: np.ndarray, negatives: np.ndarray) -> tuple[float, float]:
+    """MedIAnomaly's 201-order-statistic best Dice (`_best_dice_paper`) from the sorted scores of
+    each class: the order statistics of all scores come from `merged_order_statistics` and the
+    counts above each threshold from both classes, so no sort of all scores is needed."""
+    n_pos, n_scores = positives.size, positives.size + negatives.size
+    step = max(n_scores // PAPER_N_THRESHOLDS, 1)
+    thresholds = merged_order_statistics(positives, negatives, np.arange(0, n_scores, step))
+    tp = n_pos - np.searchsorted(positives, thresholds, side="right")
+    fp = negatives.size - np.searchsorted(negatives, thresholds, side="right")
+    dice_values = 2.0 * tp / (tp + fp + n_pos)
+    best = int(np.argmax(dice_values))
+    return float(dice_values[best]), float(thresholds[best])
 
 
 def _best_dice_paper(scores: np.ndarray, labels: np.ndarray, n_pos: int) -> tuple[float, float]:

@@ -29,7 +29,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 from medad.errors import MedadError
 from medad.methods.parts.pretrained import ImageNetInput, layer_node, load_backbone
@@ -55,6 +54,11 @@ class BackboneFeatures(nn.Module):
         self.layers: list[str] = [layers] if isinstance(layers, str) else list(layers)
         if not self.layers:
             raise MedadError(f"{arch}: name at least one layer to take features from")
+        from torchvision.models.feature_extraction import (  # lazy: start-up time
+            create_feature_extractor,
+            get_graph_node_names,
+        )
+
         model = load_backbone(arch, weights)
         self.nodes = [layer_node(arch, n) for n in self.layers]
         with warnings.catch_warnings():  # "eval-mode nodes are a subsequence of train-mode ones"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.covariance import LedoitWolf
 from torch import nn
 from torch.nn import functional as F
 
@@ -67,6 +66,8 @@ class GaussianDensity(nn.Module):
         z = self._prepare(embeddings.detach().to("cpu", torch.float64)).numpy()
         if not np.isfinite(z).all():
             raise MedadError("GaussianDensity: non-finite training embeddings (training diverged?)")
+        from sklearn.covariance import LedoitWolf  # lazy: start-up time
+
         lw = LedoitWolf().fit(z)
         self.mean.copy_(torch.from_numpy(lw.location_).to(self.mean.dtype))
         self.precision.copy_(torch.from_numpy(lw.precision_).to(self.precision.dtype))

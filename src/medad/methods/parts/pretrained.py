@@ -19,7 +19,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from medad.errors import MedadError
@@ -75,6 +74,8 @@ def _load_lite0(weights: str) -> nn.Module:
 
 def weights_file_name(arch: str) -> tuple[str, str]:
     """(file name, download URL) of torchvision's default ImageNet weights for `arch`."""
+    import torchvision  # lazy: start-up time
+
     try:
         enum = torchvision.models.get_model_weights(arch)
     except (ValueError, KeyError) as exc:
@@ -113,6 +114,8 @@ def load_backbone(arch: str, weights: str = "imagenet") -> nn.Module:
     """A torchvision classification model `arch` with ImageNet (or random, or file) weights."""
     if arch == EFFICIENTNET_LITE0:
         return _load_lite0(weights)
+    import torchvision  # lazy: start-up time
+
     model = torchvision.models.get_model(arch, weights=None)
     path = resolve_weights(arch, weights)
     if path is not None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 #: channels of the torchvision ResNet18 stem and of its four stages
@@ -73,6 +72,8 @@ class ResNetUNet(nn.Module):
     def __init__(self, in_channels: int = 1, *, skips: bool = False) -> None:
         super().__init__()
         self.skips = skips
+        import torchvision  # lazy: start-up time
+
         resnet = torchvision.models.resnet18(weights=None)
         stem_conv = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         nn.init.kaiming_normal_(stem_conv.weight, mode="fan_out", nonlinearity="relu")

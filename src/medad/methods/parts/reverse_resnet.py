@@ -28,7 +28,6 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from medad.errors import MedadError
 from medad.methods.parts.pretrained import EFFICIENTNET_LITE0
@@ -105,6 +104,8 @@ class OneClassBottleneck(nn.Module):
         c1, c2, c3 = layout.channels
         self.fuse1 = nn.Sequential(*_conv_bn_relu(c1, c2), *_conv_bn_relu(c2, c3))
         self.fuse2 = nn.Sequential(*_conv_bn_relu(c2, c3))
+        from torchvision.models.resnet import BasicBlock, Bottleneck  # lazy: start-up time
+
         e = layout.expansion
         planes = 2 * c3 // e  # 512 for every ResNet: an embedding of twice layer 3's channels
         block: type[BasicBlock | Bottleneck] = BasicBlock if layout.block == "basic" else Bottleneck

@@ -11,6 +11,7 @@ generator, so a seeded run is reproducible.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,15 @@ import torch
 
 from medad.anomalies import GENERATORS, make_anomaly
 from medad.errors import MedadError
+
+
+@dataclass(frozen=True)
+class SyntheticBatch:
+    """A training batch with its synthetic anomalies, made ahead of the training step."""
+
+    clean: torch.Tensor  #: the batch [B, C, H, W]
+    anomalous: torch.Tensor  #: its anomalous copies [B, C, H, W]
+    label: torch.Tensor  #: their pixel labels [B, H, W]
 
 
 def check_generator_params(kind: str, params: dict[str, Any], where: str) -> None:
