@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/medad bench configs/demo.yaml --out $(OUT)
+	$(BIN)/medad bench configs/demo.yaml --results $(OUT)
 	$(BIN)/medad table --results $(OUT) --metric image_auroc --metric image_ap --metric pixel_ap --metric best_dice --metric aupro
 	$(BIN)/medad report --results $(OUT) --out $(OUT)/report --overwrite
 

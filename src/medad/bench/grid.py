@@ -130,6 +130,7 @@ def plan_rows(cells: list[Cell]) -> list[dict[str, Any]]:
                 "optimiser": optimiser,
                 "schedule": schedule,
                 "run_id": cell.run_id,
+                "resolved": cell.planned.resolved,
             }
         )
     return rows

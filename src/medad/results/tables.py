@@ -16,7 +16,7 @@ import io
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -247,3 +247,11 @@ def render_text(summary: Summary, fmt: str) -> str:
     if fmt == "latex":
         return to_latex(summary)
     raise MedadError(f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def to_records(summary: Summary) -> list[dict[str, Any]]:
+    """The table as plain records, one per (row, dataset, metric): for ``--json``."""
+    return [
+        {"run": label, "dataset": dataset, "metric": metric, **asdict(stat)}
+        for (label, dataset, metric), stat in summary.values.items()
+    ]
