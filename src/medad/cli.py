@@ -470,6 +470,7 @@ def bench(
 ) -> None:
     """Run every (method, dataset, seed) cell of an experiment; re-running resumes."""
     from medad.bench import load_experiment, plan_cells, run_grid
+    from medad.bench.progress import GridProgress
 
     if plan:
         return _print_plan(config, quick, data_root, json_)
@@ -489,30 +490,22 @@ def bench(
             highlight=False,
         )
 
-        def on_event(kind: str, cell, detail: str) -> None:
-            first = detail.splitlines()[0] if detail else ""
-            text = {
-                "skip": f"skip ({detail})" if detail != "failed" else "skip (failed before)",
-                "start": "start",
-                "done": "[green]done[/]",
-                "failed": f"[red]failed[/]: {first}",
-            }[kind]
-            err_console.print(f"  {cell.run_id} [dim]{cell.label}[/] {text}", highlight=False)
-
         check_output_root(root)
-        summary = run_grid(
-            cells,
-            root,
-            executor=executor,
-            workers=workers,
-            address=address,  # type: ignore[arg-type]
-            retry_failed=retry_failed,
-            force=force,
-            device=device or exp.device,
-            lease_timeout=lease_timeout,
-            deterministic=deterministic,
-            on_event=on_event,
-        )
+        with GridProgress(len(cells), err_console) as shown:
+            summary = run_grid(
+                cells,
+                root,
+                executor=executor,
+                workers=workers,
+                address=address,  # type: ignore[arg-type]
+                retry_failed=retry_failed,
+                force=force,
+                device=device or exp.device,
+                lease_timeout=lease_timeout,
+                deterministic=deterministic,
+                on_event=shown.event,
+                on_epoch=shown.epoch,
+            )
     except MedadError as exc:
         raise _fail(str(exc)) from None
     err_console.print(

@@ -30,6 +30,9 @@ from medad.methods.optimisation import ParamGroup, Schedule
 from medad.predictions import Predictions
 
 Log = Callable[[str], None]
+#: hears each finished epoch: {"stage", "epoch", "epochs" (of the stage), "step", "steps" (of the
+#: whole training), the mean losses, the learning rates}
+EpochHook = Callable[[dict[str, Any]], None]
 
 
 def resolve_device(device: str | None = None) -> torch.device:
@@ -180,8 +183,12 @@ def train(
     device: torch.device | str | None = None,
     progress: bool = True,
     log: Log | None = None,
+    label: str | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> TrainHistory:
-    """Train `method` on the (normal-only) split `data`, then call its `fit`."""
+    """Train `method` on the (normal-only) split `data`, then call its `fit`.
+
+    `label` names the progress bar (default: the method's name); `on_epoch` hears every epoch."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     seed_everything(seed)
     method.rng = np.random.default_rng(seed)
@@ -202,7 +209,7 @@ def train(
     total = sum(s.epochs * (s.steps_per_epoch or per_pass) for s in stages)
     bar = _progress(progress)
     with bar:
-        task = bar.add_task(method.name, total=total, loss=float("nan"))
+        task = bar.add_task(label or method.name, total=total, loss="–")
         for stage in stages:
             steps = stage.steps_per_epoch or per_pass
             opts = [build_optimizer(p) for p in stage.phases]
@@ -244,15 +251,18 @@ def train(
                             sums[key] = sums.get(key, 0.0) + float(v.detach())
                     count += 1
                     history.steps += 1
-                    bar.update(
-                        task, advance=1, loss=sums.get("loss", next(iter(sums.values()))) / count
-                    )
+                    loss_now = sums.get("loss", next(iter(sums.values()))) / count
+                    bar.update(task, advance=1, loss=f"{loss_now:.4g}")
                 for phase, sched in zip(stage.phases, scheds, strict=True):
                     if sched is not None and phase.schedule.per == "epoch":
                         sched.step()
                 means = {k: v / count for k, v in sums.items()}
                 record = {"stage": stage.name, "epoch": epoch + 1, **means, **rates}
                 history.epochs.append(record)  # type: ignore[arg-type]
+                if on_epoch is not None:
+                    on_epoch(
+                        {**record, "epochs": stage.epochs, "step": history.steps, "steps": total}
+                    )
                 if log is not None:
                     text = " ".join(f"{k}={v:.5g}" for k, v in {**means, **rates}.items())
                     log(f"stage {stage.name} epoch {epoch + 1}/{stage.epochs} {text}")
@@ -267,7 +277,7 @@ def _progress(enabled: bool) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        TextColumn("loss {task.fields[loss]:.4g}"),
+        TextColumn("loss {task.fields[loss]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         disable=not enabled,

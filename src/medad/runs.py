@@ -230,6 +230,7 @@ def produce(
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
     deterministic: bool = False,
+    on_epoch: engine.EpochHook | None = None,
 ) -> tuple[dict[str, float], float]:
     """Train, score and evaluate `planned`, writing every file of the run folder into `folder`.
 
@@ -270,7 +271,15 @@ def produce(
     with deterministic_mode(dev, deterministic):
         method = engine.create_method(cls, config, dataset.channels, spec.seed)
         history = engine.train(
-            method, train_split, pre, seed=spec.seed, device=dev, progress=progress, log=log
+            method,
+            train_split,
+            pre,
+            seed=spec.seed,
+            device=dev,
+            progress=progress,
+            log=log,
+            label=f"{spec.method} on {spec.dataset}",
+            on_epoch=on_epoch,
         )
         # as training ran (not hashed into the run id): appended to config.yaml and the store row
         with open(folder / "config.yaml", "a") as fh:
@@ -377,6 +386,7 @@ def execute(
     lease_timeout: float = LEASE_TIMEOUT,
     on_start: Callable[[], None] | None = None,
     deterministic: bool = False,
+    on_epoch: engine.EpochHook | None = None,
 ) -> RunResult:
     """Train, score and evaluate one run; write its folder and its row in ``OUT/results.sqlite``.
 
@@ -384,7 +394,8 @@ def execute(
     replaced once the new one is complete. Raises `RunningElsewhere` when another live process
     holds the run (`lease_timeout`: see `ResultsStore`). `planned` (from `plan`) skips resolving
     the spec again; `on_start` is called once the run is claimed, before training.
-    `deterministic`: repeatable CUDA kernels (see `medad.reproducibility`).
+    `deterministic`: repeatable CUDA kernels (see `medad.reproducibility`). `on_epoch` hears
+    every training epoch (`medad.engine.EpochHook`).
     """
     out = Path(out)
     planned = planned if planned is not None else plan(spec, data_root)
@@ -411,6 +422,7 @@ def execute(
                 progress=progress,
                 echo=echo,
                 deterministic=deterministic,
+                on_epoch=on_epoch,
             )
             return commit(out, planned, tmp, metrics, seconds, tag, store=store)
     except BaseException as exc:
