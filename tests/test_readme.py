@@ -60,6 +60,8 @@ def test_docs_the_sources_mention_exist():
     named = {m for t in [*texts, README.read_text()] for m in re.findall(r"docs/[\w.-]+\.md", t)}
     assert named, "expected the sources to name at least one doc"
     assert not [n for n in sorted(named) if not (ROOT / n).is_file()]
+    if any("PAPER.md" in t for t in texts):  # docstrings cite the study's facts by that name
+        assert (ROOT / "docs" / "PAPER.md").is_file()
     assert (ROOT / "LICENSE").is_file() and "MIT" in (ROOT / "LICENSE").read_text()
 
 
