@@ -7,18 +7,27 @@ OUT ?= medad-runs
 
 .PHONY: demo test browser lint bench-metrics clean
 
+# the demo needs medad alone; the tests also need the dev extra (pytest, ruff, ...)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# one table per dataset, so that each fits a 100-column terminal
+DEMO_METRICS := --metric image_auroc --metric pixel_ap --metric best_dice --metric aupro
+
 demo: $(VENV)/.installed
-	$(BIN)/medad bench configs/demo.yaml --out $(OUT)
-	$(BIN)/medad table --results $(OUT) --metric image_auroc --metric image_ap --metric pixel_ap --metric best_dice --metric aupro
+	$(BIN)/medad bench configs/demo.yaml --results $(OUT)
+	$(BIN)/medad table --results $(OUT) --dataset synth-brain $(DEMO_METRICS)
+	$(BIN)/medad table --results $(OUT) --dataset synth-chest $(DEMO_METRICS)
 	$(BIN)/medad report --results $(OUT) --out $(OUT)/report --overwrite
 
-test: $(VENV)/.installed browser
+test: $(VENV)/.installed-dev browser
 	$(BIN)/python -m pytest -q
 
 # The report's test opens the page in headless Chromium; install it where we can (root + apt).
@@ -27,7 +36,7 @@ browser:
 	  && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "note: no Chromium; the report's browser test will be skipped"
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 

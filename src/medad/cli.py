@@ -22,8 +22,9 @@ from medad.results.tables import METRIC_NAMES, RUN_COLUMNS
 app = typer.Typer(
     help="Train, evaluate and compare anomaly-detection methods on medical images.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 # piped output (files, scripts) gets wide tables rather than Rich's 80-column default
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -31,6 +32,44 @@ err_console = Console(stderr=True)
 
 
 OVERWRITE_HELP = "Replace an earlier output of this command in --out (only files it wrote)."
+#: one name for the results store in every command (run, bench, results, table, report)
+RESULTS_HELP = "Results store: the folder holding results.sqlite and the run folders."
+DEFAULT_RESULTS = Path("medad-runs")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from medad import __version__
+
+        print(f"medad {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_version, is_eager=True, help="Print medad's version."
+        ),
+    ] = False,
+) -> None:
+    """Train, evaluate and compare anomaly-detection methods on medical images."""
+
+
+def _results_root(new: Path | None, old: Path | None, old_name: str = "--out") -> Path:
+    """The results store from ``--results``, or from its old spelling (a deprecation warning;
+    the old spelling goes after one release)."""
+    if old is not None:
+        err_console.print(
+            f"[yellow]warning:[/] {old_name} for the results store is deprecated and will be "
+            "removed in the next release; use --results (-r)",
+            highlight=False,
+        )
+        if new is not None and new != old:
+            raise _fail(f"{old_name} and --results name different stores; give --results only")
+        return old
+    return new if new is not None else DEFAULT_RESULTS
 
 
 def _fail(msg: str) -> typer.Exit:
@@ -76,14 +115,24 @@ def metrics_table(
 @app.command()
 def run(
     method: Annotated[
-        str, typer.Option("--method", "-m", help="Method name (see `medad methods`).")
-    ],
+        str | None, typer.Option("--method", "-m", help="Method name (see `medad methods`).")
+    ] = None,
     dataset: Annotated[
-        str, typer.Option("--dataset", "-d", help="Dataset name (see `medad datasets`).")
-    ],
+        str | None, typer.Option("--dataset", "-d", help="Dataset name (see `medad datasets`).")
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="YAML of one run: method, dataset, seed, epochs, set, data_options (or a run "
+            "folder's config.yaml, to run it again); options on the command line win.",
+        ),
+    ] = None,
     seed: Annotated[
-        int, typer.Option(help="Random seed of training (weights, batches, augmentations).")
-    ] = 0,
+        int | None,
+        typer.Option(help="Random seed of training (weights, batches, augmentations); default 0."),
+    ] = None,
     epochs: Annotated[
         int | None, typer.Option(help="Training epochs (default: the dataset's or the paper's).")
     ] = None,
@@ -102,14 +151,23 @@ def run(
     data_root: Annotated[
         Path | None, typer.Option(help="Folder where datasets on disk live (default: $MEDAD_DATA).")
     ] = None,
-    out: Annotated[Path, typer.Option(help="Output root: run folders and results.sqlite.")] = Path(
-        "medad-runs"
-    ),
+    results_: Annotated[
+        Path | None, typer.Option("--results", "-r", help=f"{RESULTS_HELP} [default: medad-runs]")
+    ] = None,
+    out_old: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
     device: Annotated[
         str, typer.Option(help="cpu, cuda, cuda:N, mps or auto (GPU when available).")
     ] = "auto",
     json_: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            "--plan",
+            help="Print the resolved configuration and run id; train nothing, write nothing.",
+        ),
     ] = False,
     force: Annotated[
         bool,
@@ -148,22 +206,32 @@ def run(
     A finished run with the same method, dataset, configuration and seed is reused (--force
     trains it again)."""
     from medad.engine import TrainOptions
-    from medad.runs import RunSpec, execute
+    from medad.runs import execute, plan
 
     if precision not in ("fp32", "bf16", "fp16"):
         raise _fail(f"--precision must be fp32, bf16 or fp16, got {precision!r}")
     try:
-        overrides = parse_assignments(set_, "--set")
-        if epochs is not None:
-            overrides["epochs"] = epochs
-        spec = RunSpec(
+        out = _results_root(results_, out_old)
+        spec = _run_spec(
+            config_file,
             method,
             dataset,
             seed,
-            overrides,
+            parse_assignments(set_, "--set"),
             parse_assignments(data_option, "--data-option"),
+            epochs,
             TrainOptions(precision=precision, compile=compile_),  # type: ignore[arg-type]
         )
+        if dry_run:
+            planned = plan(spec, data_root, open_data=False)
+            resolved = {
+                "run_id": planned.run_id,
+                **planned.resolved,
+                "seed": spec.seed,
+                "run_dir": str(out / planned.rel_dir) if planned.run_id else None,
+            }
+            print(json.dumps(resolved) if json_ else yaml.safe_dump(resolved, sort_keys=False))
+            return
         check_output_root(out)
         result = execute(
             spec,
@@ -193,10 +261,68 @@ def run(
             )
         )
     else:
-        console.print(
-            metrics_table(f"{method} on {dataset} (seed {seed})", [(method, result.metrics)])
-        )
+        title = f"{spec.method} on {spec.dataset} (seed {spec.seed})"
+        console.print(metrics_table(title, [(spec.method, result.metrics)]))
         console.print(f"run folder: {result.run_dir}", highlight=False)
+
+
+#: keys of a ``medad run --config`` file; a run folder's config.yaml also holds the record-only
+#: keys, which describe how it ran and are not inputs
+_RUN_FILE_KEYS = {"method", "dataset", "seed", "epochs", "set", "config", "data_options"}
+_RUN_RECORD_KEYS = {"dataset_options", "channels", "device", "environment", "data"}
+
+
+def _run_spec(
+    config_file: Path | None,
+    method: str | None,
+    dataset: str | None,
+    seed: int | None,
+    overrides: dict[str, Any],
+    data_options: dict[str, Any],
+    epochs: int | None,
+    train_options: Any = None,
+) -> Any:
+    """The RunSpec of `medad run`: the --config file's values, then the command line's."""
+    from medad.engine import TrainOptions
+    from medad.runs import RunSpec
+
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            values = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise MedadError(f"{config_file}: cannot read ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            raise MedadError(f"{config_file}: not valid YAML ({exc})") from None
+        if not isinstance(values, dict):
+            raise MedadError(f"{config_file}: expected a mapping of run settings")
+        unknown = sorted(set(values) - _RUN_FILE_KEYS - _RUN_RECORD_KEYS)
+        if unknown:
+            raise MedadError(
+                f"{config_file}: unknown key(s) {', '.join(unknown)}; "
+                f"allowed: {', '.join(sorted(_RUN_FILE_KEYS))}"
+            )
+        for key in ("set", "config", "data_options", "dataset_options"):
+            if not isinstance(values.get(key) or {}, dict):
+                raise MedadError(f"{config_file}: {key} must be a mapping of key: value")
+    file_overrides = {**(values.get("config") or {}), **(values.get("set") or {})}
+    if values.get("epochs") is not None:
+        file_overrides["epochs"] = values["epochs"]
+    file_data = {**(values.get("dataset_options") or {}), **(values.get("data_options") or {})}
+    method = method or values.get("method")
+    dataset = dataset or values.get("dataset")
+    if not method or not dataset:
+        missing = " and ".join(
+            n for n, v in (("--method/-m", method), ("--dataset/-d", dataset)) if not v
+        )
+        raise MedadError(f"missing {missing} (on the command line or in a --config file)")
+    overrides = {**file_overrides, **overrides}
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    seed = seed if seed is not None else int(values.get("seed", 0))
+    data = {**file_data, **data_options}
+    options = train_options or TrainOptions()
+    return RunSpec(str(method), str(dataset), seed, overrides, data, options)
 
 
 @app.command()
@@ -281,11 +407,11 @@ def evaluate(
 
 @app.command()
 def results(
-    results_: Annotated[
-        Path, typer.Option("--results", help="Output root holding results.sqlite.")
-    ] = Path("medad-runs"),
-    method: Annotated[str | None, typer.Option(help="Only this method.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    results_: Annotated[Path, typer.Option("--results", "-r", help=RESULTS_HELP)] = DEFAULT_RESULTS,
+    method: Annotated[str | None, typer.Option("--method", "-m", help="Only this method.")] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Only this dataset.")
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """Show the runs recorded in the results store."""
@@ -318,9 +444,13 @@ def bench(
     quick: Annotated[
         bool, typer.Option("--quick", help="Shrink budgets (epochs, data) for a smoke run.")
     ] = False,
-    out: Annotated[
-        Path | None, typer.Option(help="Output root (default: the file's `out`, or ./medad-runs).")
+    results_: Annotated[
+        Path | None,
+        typer.Option(
+            "--results", "-r", help=f"{RESULTS_HELP} [default: the file's `out`, or medad-runs]"
+        ),
     ] = None,
+    out_old: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
     workers: Annotated[int, typer.Option(help="Parallel cells for --executor process.")] = 1,
     executor: Annotated[
         str, typer.Option(help="local (in this process), process (a local pool) or ray.")
@@ -356,23 +486,32 @@ def bench(
     ] = None,
     plan: Annotated[
         bool,
-        typer.Option("--plan", help="Only list the cells it would run (no data, nothing written)."),
+        typer.Option(
+            "--plan",
+            "--dry-run",
+            help="Only list the cells it would run, with their resolved configuration (no data, "
+            "nothing written).",
+        ),
     ] = False,
-    json_: Annotated[bool, typer.Option("--json", help="With --plan: one JSON list.")] = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="With --plan: one JSON list; else the table as JSON.")
+    ] = False,
 ) -> None:
     """Run every (method, dataset, seed) cell of an experiment; re-running resumes."""
     from medad.bench import load_experiment, plan_cells, run_grid
+    from medad.bench.progress import GridProgress
 
     if plan:
         return _print_plan(config, quick, data_root, json_)
     from medad.results.store import ResultsStore
-    from medad.results.tables import summarize, to_rich
+    from medad.results.tables import records, summarize, to_rich
 
     if executor == "process" and workers < 1:
         raise _fail("--workers must be at least 1")
     try:
         exp = load_experiment(config)
-        root = out or Path(exp.out or "medad-runs")
+        named = results_ is not None or out_old is not None
+        root = _results_root(results_, out_old) if named else Path(exp.out or "medad-runs")
         cells = plan_cells(exp, quick=quick, data_root=data_root)
         err_console.print(
             f"[bold]{exp.name}[/]: {len(cells)} cells ({len(exp.methods)} methods × "
@@ -380,30 +519,22 @@ def bench(
             highlight=False,
         )
 
-        def on_event(kind: str, cell, detail: str) -> None:
-            first = detail.splitlines()[0] if detail else ""
-            text = {
-                "skip": f"skip ({detail})" if detail != "failed" else "skip (failed before)",
-                "start": "start",
-                "done": "[green]done[/]",
-                "failed": f"[red]failed[/]: {first}",
-            }[kind]
-            err_console.print(f"  {cell.run_id} [dim]{cell.label}[/] {text}", highlight=False)
-
         check_output_root(root)
-        summary = run_grid(
-            cells,
-            root,
-            executor=executor,
-            workers=workers,
-            address=address,  # type: ignore[arg-type]
-            retry_failed=retry_failed,
-            force=force,
-            device=device or exp.device,
-            lease_timeout=lease_timeout,
-            deterministic=deterministic,
-            on_event=on_event,
-        )
+        with GridProgress(len(cells), err_console) as shown:
+            summary = run_grid(
+                cells,
+                root,
+                executor=executor,
+                workers=workers,
+                address=address,  # type: ignore[arg-type]
+                retry_failed=retry_failed,
+                force=force,
+                device=device or exp.device,
+                lease_timeout=lease_timeout,
+                deterministic=deterministic,
+                on_event=shown.event,
+                on_epoch=shown.epoch,
+            )
     except MedadError as exc:
         raise _fail(str(exc)) from None
     err_console.print(
@@ -419,8 +550,11 @@ def bench(
     ids = {c.run_id for c in cells}
     rows = [r for r in ResultsStore(root).rows() if r.run_id in ids]
     if any(r.status == "done" for r in rows):
-        metrics = ["image_auroc", "image_ap"]
-        console.print(to_rich(summarize(rows, metrics), title=exp.name))
+        table = summarize(rows, ["image_auroc", "image_ap"])
+        if json_:
+            print(json.dumps(records(table)))
+        else:
+            console.print(to_rich(table, title=exp.name))
     if summary.any_failed:
         n = len(summary.failed) + len(summary.failed_before)
         err_console.print(
@@ -455,19 +589,22 @@ def _print_plan(config: Path, quick: bool, data_root: Path | None, as_json: bool
 
 @app.command()
 def table(
-    results_: Annotated[
-        Path, typer.Option("--results", help="Output root of `medad bench` / `medad run`.")
-    ] = Path("medad-runs"),
+    results_: Annotated[Path, typer.Option("--results", "-r", help=RESULTS_HELP)] = DEFAULT_RESULTS,
     metric: Annotated[
         list[str], typer.Option(help="Metric(s) to show (repeatable); default image AUROC and AP.")
     ] = [],  # noqa: B006
     fmt: Annotated[str, typer.Option("--format", help="rich, md, csv, latex or json.")] = "rich",
-    dataset: Annotated[list[str], typer.Option(help="Only these datasets (repeatable).")] = [],  # noqa: B006
+    dataset: Annotated[
+        list[str], typer.Option("--dataset", "-d", help="Only these datasets (repeatable).")
+    ] = [],  # noqa: B006
     ci: Annotated[
         bool,
         typer.Option("--ci", help="Single runs: a 95 % bootstrap interval from their predictions."),
     ] = False,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for --ci.")] = 2000,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print JSON (the same as --format json).")
+    ] = False,
 ) -> None:
     """Mean ± std over seeds (with their count) and test-set sizes n, methods × datasets."""
     from medad.results.comparison import annotate_summary
@@ -485,7 +622,9 @@ def table(
         annotate_summary(summary, store, intervals=ci, n_boot=n_boot)
     except MedadError as exc:
         raise _fail(str(exc)) from None
-    if fmt == "rich":
+    if json_ or fmt == "json":
+        sys.stdout.write(render_text(summary, "json"))
+    elif fmt == "rich":
         console.print(to_rich(summary))
     else:
         sys.stdout.write(render_text(summary, fmt))
@@ -495,10 +634,10 @@ def table(
 def compare(
     a: Annotated[str, typer.Argument(help="A run id, table row label or method name.")],
     b: Annotated[str, typer.Argument(help="The run(s) to compare against, named likewise.")],
-    results_: Annotated[
-        Path, typer.Option("--results", help="Output root of `medad bench` / `medad run`.")
-    ] = Path("medad-runs"),
-    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    results_: Annotated[Path, typer.Option("--results", "-r", help=RESULTS_HELP)] = DEFAULT_RESULTS,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Only this dataset.")
+    ] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples (image metrics).")] = 2000,
     pixel_n_boot: Annotated[
         int, typer.Option(help="Resamples for pixel metrics (each re-sorts all pixels; 0: skip).")
@@ -543,12 +682,10 @@ def compare(
 
 @app.command()
 def report(
-    results_: Annotated[
-        Path, typer.Option("--results", help="Output root of `medad bench` / `medad run`.")
-    ] = Path("medad-runs"),
-    out: Annotated[Path, typer.Option(help="Folder to write index.html into.")] = Path(
-        "medad-report"
-    ),
+    results_: Annotated[Path, typer.Option("--results", "-r", help=RESULTS_HELP)] = DEFAULT_RESULTS,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder to write index.html into.")
+    ] = Path("medad-report"),
     data_root: Annotated[
         Path | None, typer.Option(help="Where datasets on disk live, for the image gallery.")
     ] = None,
@@ -570,7 +707,9 @@ def predict(
     input_: Annotated[
         Path, typer.Option("--input", help="Folder of images (PNG, JPEG, TIFF, DICOM, NIfTI).")
     ],
-    out: Annotated[Path, typer.Option(help="Folder for scores.csv, maps, masks and overlays.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for scores.csv, maps, masks and overlays.")
+    ],
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
     threshold: Annotated[
         float | None,
@@ -617,7 +756,9 @@ def predict(
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (config.yaml + checkpoint.pt).")],
-    out: Annotated[Path, typer.Option(help="Folder for the model file and export.json.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the model file and export.json.")
+    ],
     format_: Annotated[
         str, typer.Option("--format", help="torchscript, or onnx (needs the onnx package).")
     ] = "torchscript",
@@ -647,11 +788,11 @@ def anomalies(
         ),
     ],
     dataset: Annotated[
-        str, typer.Option(help="Dataset whose training images are used.")
+        str, typer.Option("--dataset", "-d", help="Dataset whose training images are used.")
     ] = "synth-brain",
-    out: Annotated[Path, typer.Option(help="Folder to write <kind>.png into.")] = Path(
-        "medad-anomalies"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder to write <kind>.png into.")
+    ] = Path("medad-anomalies"),
     n: Annotated[int, typer.Option(help="Number of examples.")] = 8,
     size: Annotated[int, typer.Option(help="Side of the images, in pixels.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed of the generator.")] = 0,

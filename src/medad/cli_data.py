@@ -42,7 +42,9 @@ def register(
         out: Annotated[
             Path,
             typer.Option(
-                "--out", help="Dataset folder to create, e.g. DATA_ROOT/RSNA (must not exist)."
+                "--out",
+                "-o",
+                help="Dataset folder to create, e.g. DATA_ROOT/RSNA (must not exist).",
             ),
         ],
         seed: Annotated[int, typer.Option(help="Seed of the train/test split.")] = 0,

@@ -34,6 +34,9 @@ from medad.methods.optimisation import ParamGroup, Schedule
 from medad.predictions import Predictions
 
 Log = Callable[[str], None]
+#: hears each finished epoch: {"stage", "epoch", "epochs" (of the stage), "step", "steps" (of the
+#: whole training), the mean losses, the learning rates}
+EpochHook = Callable[[dict[str, Any]], None]
 
 Precision = Literal["fp32", "bf16", "fp16"]
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -273,6 +276,8 @@ def train(
     progress: bool = True,
     log: Log | None = None,
     options: TrainOptions | None = None,
+    label: str | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> TrainHistory:
     """Train `method` on the (normal-only) split `data`, then call its `fit` (and `calibrate` on
     the part of `data` it asked to be held out of both, `Method.holdout_fraction`).
@@ -280,7 +285,8 @@ def train(
     Batches are drawn by a CPU generator seeded with `seed` and gathered from the split on the
     device (`DeviceImages`); losses are summed on the device (float64) and read back once per
     epoch, so a step does not wait for the device; their finiteness is checked every
-    `options.check_every` steps and at the end of every epoch.
+    `options.check_every` steps and at the end of every epoch. `label` names the progress bar
+    (default: the method's name); `on_epoch` hears every epoch.
     """
     options = options or TrainOptions()
     dev = device if isinstance(device, torch.device) else resolve_device(device)
@@ -327,7 +333,7 @@ def train(
     bar = _progress(progress)
     worker = ThreadPoolExecutor(1, thread_name_prefix="medad-inputs") if method.prefetch else None
     with bar, worker or contextlib.nullcontext():
-        task = bar.add_task(method.name, total=total, loss=float("nan"))
+        task = bar.add_task(label or method.name, total=total, loss="–")
         for stage in stages:
             steps = stage.steps_per_epoch or per_pass
             opts = [build_optimizer(p, fused=dev.type == "cuda") for p in stage.phases]
@@ -372,7 +378,7 @@ def train(
                     if count % options.check_every == 0:
                         _check_finite(minimised, method.name, where)
                         if progress:
-                            bar.update(task, loss=float(_shown_loss(sums)) / count)
+                            bar.update(task, loss=f"{float(_shown_loss(sums)) / count:.4g}")
                     bar.update(task, advance=1)
                 _check_finite(minimised, method.name, where)
                 for phase, sched in zip(stage.phases, scheds, strict=True):
@@ -381,9 +387,13 @@ def train(
                 totals = torch.stack(list(sums.values())).tolist() if sums else []
                 means = {k: v / count for k, v in zip(sums, totals, strict=True)}
                 if progress and means:
-                    bar.update(task, loss=means.get("loss", next(iter(means.values()))))
+                    bar.update(task, loss=f"{means.get('loss', next(iter(means.values()))):.4g}")
                 record = {"stage": stage.name, "epoch": epoch + 1, **means, **rates}
                 history.epochs.append(record)  # type: ignore[arg-type]
+                if on_epoch is not None:
+                    on_epoch(
+                        {**record, "epochs": stage.epochs, "step": history.steps, "steps": total}
+                    )
                 if log is not None:
                     text = " ".join(f"{k}={v:.5g}" for k, v in {**means, **rates}.items())
                     log(f"stage {stage.name} epoch {epoch + 1}/{stage.epochs} {text}")
@@ -464,7 +474,7 @@ def _progress(enabled: bool) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        TextColumn("loss {task.fields[loss]:.4g}"),
+        TextColumn("loss {task.fields[loss]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         disable=not enabled,

@@ -29,9 +29,10 @@ class Predictions:
     maps: np.ndarray | None = None  # float32 [N, H, W]
     masks: np.ndarray | None = None  # bool [N, H, W]
 
-    def save(self, path: Path, *, compress: bool = False) -> None:
+    def save(self, path: str | Path, *, compress: bool = False) -> None:
         """Write atomically (a temporary file renamed into place); `compress`: zlib (smaller,
         much slower to write)."""
+        path = Path(path)
         payload: dict[str, np.ndarray] = {
             "ids": np.array(self.ids),
             "labels": self.labels,
@@ -52,7 +53,9 @@ class Predictions:
             raise
 
     @classmethod
-    def load(cls, path: Path) -> Predictions:
+    def load(cls, path: str | Path) -> Predictions:
+        """Read a ``predictions.npz`` (a run folder's test-split scores, maps and masks)."""
+        path = Path(path)
         if not path.is_file():
             raise MedadError(f"{path}: predictions file not found")
         try:

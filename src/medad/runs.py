@@ -251,6 +251,7 @@ def produce(
     echo: Callable[[str], None] | None = None,
     deterministic: bool = False,
     compress_predictions: bool = False,
+    on_epoch: engine.EpochHook | None = None,
 ) -> tuple[dict[str, float], float]:
     """Train, score and evaluate `planned`, writing every file of the run folder into `folder`.
 
@@ -305,6 +306,8 @@ def produce(
             progress=progress,
             log=log,
             options=spec.train_options,
+            label=f"{spec.method} on {spec.dataset}",
+            on_epoch=on_epoch,
         )
         # as training ran (not hashed into the run id): appended to config.yaml and the store row
         with open(folder / "config.yaml", "a") as fh:
@@ -433,6 +436,7 @@ def execute(
     on_start: Callable[[], None] | None = None,
     deterministic: bool = False,
     compress_predictions: bool = False,
+    on_epoch: engine.EpochHook | None = None,
 ) -> RunResult:
     """Train, score and evaluate one run; write its folder and its row in ``OUT/results.sqlite``.
 
@@ -440,7 +444,8 @@ def execute(
     replaced once the new one is complete. Raises `RunningElsewhere` when another live process
     holds the run (`lease_timeout`: see `ResultsStore`). `planned` (from `plan`) skips resolving
     the spec again; `on_start` is called once the run is claimed, before training.
-    `deterministic`: repeatable CUDA kernels (see `medad.reproducibility`).
+    `deterministic`: repeatable CUDA kernels (see `medad.reproducibility`). `on_epoch` hears
+    every training epoch (`medad.engine.EpochHook`).
     """
     out = Path(out)
     planned = planned if planned is not None else plan(spec, data_root)
@@ -468,6 +473,7 @@ def execute(
                 echo=echo,
                 deterministic=deterministic,
                 compress_predictions=compress_predictions,
+                on_epoch=on_epoch,
             )
             return commit(out, planned, tmp, metrics, seconds, tag, store=store)
     except BaseException as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -135,11 +136,11 @@ quick:
 
 def _events(log: Path, kind: str) -> set[str]:
     """Run ids of the cells a bench's stderr reports as `kind` (start / done)."""
+    line_of = re.compile(r"^\[\d+/\d+\] (\S+)(?: \([^)]*\))? (\w+)")  # `GridProgress` lines
     found = set()
     for line in log.read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[2] == kind:
-            found.add(parts[0])
+        if (m := line_of.match(line)) and m.group(2) == kind:
+            found.add(m.group(1))
     return found
 
 

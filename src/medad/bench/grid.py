@@ -132,6 +132,7 @@ def plan_rows(cells: list[Cell]) -> list[dict[str, Any]]:
                 "optimiser": optimiser,
                 "schedule": schedule,
                 "run_id": cell.run_id,
+                "resolved": cell.planned.resolved,
             }
         )
     return rows
@@ -160,9 +161,12 @@ def run_grid(
     lease_timeout: float = LEASE_TIMEOUT,
     deterministic: bool = False,
     on_event: Callable[[str, Cell, str], None] | None = None,
+    on_epoch: Callable[[Cell, dict[str, Any]], None] | None = None,
 ) -> GridSummary:
     """Run the unfinished cells (`force`: every cell again); `on_event(kind, cell, detail)` hears
-    start/done/failed/skip. Cells another live process holds are skipped (``summary.elsewhere``)."""
+    start/done/failed/skip. Cells another live process holds are skipped (``summary.elsewhere``).
+    `on_epoch(cell, record)` hears each training epoch of the cells run in this process (the
+    local executor; `medad.engine.EpochHook`)."""
     out = Path(out)
     store = ResultsStore(out, lease_timeout=lease_timeout)
     runs.remove_stale_tmp(out)
@@ -178,7 +182,10 @@ def run_grid(
     options = RunOptions(device, force, lease_timeout, deterministic)
     if executor == "local":
         for cell in todo:
-            outcome = _run_here(cell, out, options, lambda cell=cell: event("start", cell, ""))
+            hook = (lambda rec, cell=cell: on_epoch(cell, rec)) if on_epoch else None
+            outcome = _run_here(
+                cell, out, options, lambda cell=cell: event("start", cell, ""), on_epoch=hook
+            )
             _record(summary, cell, outcome, event)
     elif executor == "process":
         _run_processes(todo, out, max(1, workers), options, summary, event)
@@ -223,7 +230,11 @@ def _record(summary: GridSummary, cell: Cell, outcome: Outcome, event) -> None:
 
 
 def _run_here(
-    cell: Cell, out: Path, options: RunOptions, on_start: Callable[[], None] | None = None
+    cell: Cell,
+    out: Path,
+    options: RunOptions,
+    on_start: Callable[[], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> Outcome:
     """Run one cell in this process (the error of a failed one is recorded in the store)."""
     try:
@@ -239,6 +250,7 @@ def _run_here(
             lease_timeout=options.lease_timeout,
             on_start=on_start,
             deterministic=options.deterministic,
+            on_epoch=on_epoch,
         )
         return Outcome("skip", "done") if result.reused else Outcome("done")
     except (KeyboardInterrupt, SystemExit):
