@@ -133,6 +133,7 @@ def background_mask(features: torch.Tensor, threshold: float, border: float = 0.
 
 @register("anomalydino")
 class AnomalyDINO(Method):
+    in_study = False
     family = "feature-reference"
     description = (
         "AnomalyDINO: cosine distance of DINOv2 patch features to their nearest normal patch "

@@ -122,6 +122,8 @@ class Method(nn.Module):
     budget: ClassVar[str | None] = None
     #: pretrained networks it always uses (besides its config's ``backbone``), for `medad weights`
     backbones: ClassVar[tuple[str, ...]] = ()
+    #: one of the study's 30 methods (PAPER.md; in ``configs/paper.yaml``), or beyond it
+    in_study: ClassVar[bool] = True
     #: the engine may run `train_inputs` in a background thread, a few batches ahead of the
     #: training step (in batch order, so the draws from `rng` keep their sequence); a method that
     #: sets it draws from `rng` only in `train_transform` and `train_inputs` during training

@@ -192,6 +192,7 @@ def penalty_images(folder: str) -> list[Path]:
 
 @register("efficientad")
 class EfficientAD(Method):
+    in_study = False
     family = "feature-reference"
     description = (
         "EfficientAD-S: PDN student-teacher with hard-feature loss plus an autoencoder for "

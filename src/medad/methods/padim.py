@@ -138,6 +138,7 @@ def concat_on_finest_grid(features: list[torch.Tensor]) -> torch.Tensor:
 
 @register("padim")
 class PaDiM(Method):
+    in_study = False
     family = "feature-reference"
     description = (
         "PaDiM: per-position Gaussian of frozen multi-layer CNN features (random channel subset), "

@@ -121,6 +121,7 @@ class MemoryBank(FittedBuffers):
 
 @register("patchcore")
 class PatchCore(Method):
+    in_study = False
     family = "feature-reference"
     description = (
         "PatchCore: coreset memory bank of locally aware frozen CNN patch features, "

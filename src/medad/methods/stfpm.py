@@ -69,6 +69,7 @@ class STFPMConfig(MethodConfig, OptimiserConfig):
 
 @register("stfpm")
 class STFPM(Method):
+    in_study = False
     family = "feature-reference"
     description = (
         "Student-teacher feature pyramid matching: a ResNet18 from scratch mimics a frozen "
