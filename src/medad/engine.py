@@ -291,7 +291,11 @@ def predict(
     scores, maps = [], []
     with torch.no_grad():
         for idx in _batches(len(data), bs, None):
-            out = method.score(to_float(data.images[idx], pre, dev))
+            method.image_index = idx
+            try:
+                out = method.score(to_float(data.images[idx], pre, dev))
+            finally:
+                method.image_index = None
             s = out.image_scores.detach().reshape(-1)
             if s.shape[0] != len(idx):
                 raise MedadError(

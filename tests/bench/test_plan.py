@@ -15,6 +15,8 @@ from medad.cli import app
 from medad.errors import MedadError
 from medad.methods.base import method_infos
 
+#: registered methods that are not among the study's 30 (not in configs/paper.yaml)
+BEYOND_STUDY = {"pddpm"}
 PAPER = Path(__file__).resolve().parents[2] / "configs" / "paper.yaml"
 STUDY_DATASETS = {"rsna", "vincxr", "brain-tumor", "lag", "isic2018", "camelyon16", "brats2021"}
 
@@ -36,7 +38,7 @@ def test_paper_plan_is_every_method_on_every_dataset_at_the_studys_settings(no_d
     res = CliRunner().invoke(app, ["bench", str(PAPER), "--plan", "--json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
-    methods = {i.name for i in method_infos()}
+    methods = {i.name for i in method_infos()} - BEYOND_STUDY
     assert len(rows) == 3 * 7 * len(methods)
     assert len({(r["method"], r["dataset"], r["seed"]) for r in rows}) == len(rows)
     assert {r["run_id"] for r in rows} == {None}  # the data's identity is part of a run id
@@ -60,7 +62,7 @@ def test_paper_plan_is_every_method_on_every_dataset_at_the_studys_settings(no_d
 def test_plan_table_names_the_cells_and_writes_nothing(no_data):
     res = CliRunner().invoke(app, ["bench", str(PAPER), "--plan", "--out", str(no_data / "o")])
     assert res.exit_code == 0, res.output
-    assert f"{3 * 7 * len(method_infos())} cells" in res.output
+    assert f"{3 * 7 * (len(method_infos()) - len(BEYOND_STUDY))} cells" in res.output
     assert _contents(no_data) == ["data"]
 
 

@@ -8,6 +8,8 @@ from medad.methods import (
     ae_spatial,  # noqa: F401
     ae_ssim,  # noqa: F401
     ae_u,  # noqa: F401
+    anoddpm,  # noqa: F401
+    autoddpm,  # noqa: F401
     ceae,  # noqa: F401
     constrae,  # noqa: F401
     dae,  # noqa: F401
@@ -16,6 +18,7 @@ from medad.methods import (
     fanogan,  # noqa: F401
     ganomaly,  # noqa: F401
     memae,  # noqa: F401
+    pddpm,  # noqa: F401
     rd,  # noqa: F401
     recontrast,  # noqa: F401
     resnet18_imagenet,  # noqa: F401
