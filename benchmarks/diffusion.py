@@ -35,6 +35,7 @@ from medad.methods.base import build_config, method_class
 METHODS = ["anoddpm-gaussian", "anoddpm-simplex", "autoddpm", "pddpm"]
 #: the test suite's settings (tests/methods/test_diffusion.py)
 TEST = {
+    "lr": 3e-3,
     "base_width": 8,
     "channel_mults": (1, 2),
     "res_blocks": 1,
