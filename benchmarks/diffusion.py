@@ -93,6 +93,9 @@ def main() -> None:
             method = engine.create_method(cls, config, ds.channels, args.seed)
             steps = config.sample_steps or config.t_start
             sampler = f"{config.sampler} {steps}"
+            if name == "autoddpm":  # then the re-sampling: steps × passes per step
+                inpaint = config.inpaint_steps or config.inpaint_start
+                sampler += f" +{inpaint}×{config.resample_steps}"
             sec = seconds_per_image(method, test, pre, args.device)
             print(f"{name:<18}{label:<10}{sampler:<16}{sec:>10.3f}", flush=True)
 
