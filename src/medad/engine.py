@@ -502,7 +502,11 @@ def predict(
     maps: np.ndarray | None = None
     with torch.no_grad():
         for idx in _batches(n, bs, None):
-            out = method.score(images.batch(idx))
+            method.image_index = idx
+            try:
+                out = method.score(images.batch(idx))
+            finally:
+                method.image_index = None
             s = out.image_scores.detach().reshape(-1)
             if s.shape[0] != len(idx):
                 raise MedadError(

@@ -19,6 +19,15 @@ TINY_DATA = ["n_train=16", "n_test_normal=6", "n_test_abnormal=6", "size=64"]
 #: the paper's geometries scaled down to 64 px inputs (`--set` values, one method's worth each)
 ONE_STAGE = ["image_size=64", "train_center_crop=58", "crop_size=56"]
 TWO_STAGE = ["image_size=64", "freeze_epochs=0", "steps_per_epoch=2"]
+#: a tiny U-Net at 32 px sampled in 2 DDIM steps (the diffusion methods)
+DIFFUSION = [
+    "image_size=32",
+    "base_width=8",
+    "channel_mults=[1,2]",
+    "res_blocks=1",
+    "sampler=ddim",
+    "sample_steps=2",
+]
 SETTINGS: dict[str, list[str]] = {
     "ae-pl": ["weights=random"],
     "dae": ["image_size=64", "base_width=8"],
@@ -39,6 +48,8 @@ SETTINGS: dict[str, list[str]] = {
     "stfpm": ["weights=random", "image_size=64"],
     "efficientad": ["image_size=64", "steps_per_epoch=2"],
     "anomalydino": ["weights=random", "image_size=64", "backbone=dino_vits16"],
+    "anoddpm-gaussian": DIFFUSION, "anoddpm-simplex": DIFFUSION, "pddpm": DIFFUSION,
+    "autoddpm": [*DIFFUSION, "inpaint_steps=2", "resample_steps=1"],
 }  # fmt: skip
 #: methods without an anomaly map (image scores only)
 NO_MAP = {"ganomaly", "cutpaste-2stage", "anatpaste", "resnet18-imagenet"}
@@ -46,14 +57,16 @@ NAMES = [info.name for info in method_infos()]
 
 
 def test_the_registry_holds_the_papers_methods():
-    # the study's 30 rows (VAE-Grad ×4 rules; diffusion to come) + PaDiM, PatchCore, STFPM,
-    # EfficientAD, AnomalyDINO beyond it
-    assert len(NAMES) == len(set(NAMES)) == 35
+    # the study's 30 methods (33 names: VAE-Grad ×4 rules) + PaDiM, PatchCore, STFPM,
+    # EfficientAD, AnomalyDINO and pDDPM beyond it
+    assert len(NAMES) == len(set(NAMES)) == 39
+    assert sum(info.cls.in_study for info in method_infos()) == 33
     families = {info.name: info.family for info in method_infos()}
     assert sum(f == "reconstruction" for f in families.values()) == 18  # VAE-Grad ×4 rules
     assert sum(f == "self-supervised" for f in families.values()) == 7
     assert sum(f == "feature-reconstruction" for f in families.values()) == 4
     assert sum(f == "feature-reference" for f in families.values()) == 6
+    assert sum(f == "diffusion" for f in families.values()) == 4
 
 
 @pytest.mark.parametrize("name", NAMES)

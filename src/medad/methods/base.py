@@ -135,6 +135,10 @@ class Method(nn.Module):
         self.channels = channels
         #: NumPy generator for data-side randomness (synthetic anomalies); seeded by the engine
         self.rng = np.random.default_rng(0)
+        #: positions in the split of the images `score` is given, set by the engine's `predict`
+        #: (None when called directly): methods whose scores draw random numbers seed them per
+        #: image from it, so a score does not depend on the batch size or order
+        self.image_index: np.ndarray | None = None
 
     @classmethod
     def preprocess(cls, config: MethodConfig, channels: int) -> Preprocess:

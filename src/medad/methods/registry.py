@@ -8,7 +8,9 @@ from medad.methods import (
     ae_spatial,  # noqa: F401
     ae_ssim,  # noqa: F401
     ae_u,  # noqa: F401
+    anoddpm,  # noqa: F401
     anomalydino,  # noqa: F401
+    autoddpm,  # noqa: F401
     ceae,  # noqa: F401
     constrae,  # noqa: F401
     dae,  # noqa: F401
@@ -20,6 +22,7 @@ from medad.methods import (
     memae,  # noqa: F401
     padim,  # noqa: F401
     patchcore,  # noqa: F401
+    pddpm,  # noqa: F401
     rd,  # noqa: F401
     rdpp,  # noqa: F401
     recontrast,  # noqa: F401
