@@ -82,6 +82,7 @@ class FeatureCosineDistance(nn.Module):
 
 @register("autoddpm")
 class AutoDDPM(DiffusionMethod):
+    backbones = ("efficientnet_lite0",)  # its perceptual difference (configurable)
     description = "DDPM: mask by residual x perceptual difference, stitch, re-sample (Bercea 2023)"
     Config = AutoDDPMConfig
 

@@ -51,9 +51,9 @@ class BackboneWeights:
 def method_backbones(cls: type) -> list[str]:
     """Backbone names a method class uses: its config's ``backbone`` default and choices."""
     fields = cls.Config.model_fields  # type: ignore[attr-defined]
-    if "weights" not in fields:
-        return []
     names: list[str] = list(getattr(cls, "backbones", ()))
+    if "weights" not in fields:
+        return names
     if "backbone" in fields:
         info = fields["backbone"]
         default = info.get_default(call_default_factory=True)
