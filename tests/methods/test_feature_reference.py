@@ -159,6 +159,7 @@ def test_engine_trains_and_fits_without_the_held_out_images_and_calibrates_on_th
     assert not seen["train"] & seen["calibrate"]
 
 
+@pytest.mark.filterwarnings("ignore:efficientad. the teacher is a fixed random PDN")
 def test_efficientad_teacher_file_and_penalty_folder(tmp_path):
     from PIL import Image
 
