@@ -51,9 +51,10 @@ def test_results_and_table_take_the_same_flags_and_json(store):
     assert invoke("results", "-r", root, "-m", "vae", "--json").stdout == ""
     res = invoke("table", "-r", root, "-d", "synth-brain", "--json")
     assert res.exit_code == 0, res.output
-    records = json.loads(res.stdout)
-    auroc = next(r for r in records if r["metric"] == "image_auroc")
-    assert auroc["dataset"] == "synth-brain" and auroc["n"] == 1
+    table = json.loads(res.stdout)
+    assert table == json.loads(invoke("table", "-r", root, "--format", "json").stdout)
+    auroc = next(r for r in table["rows"] if r["metric"] == "image_auroc")
+    assert auroc["dataset"] == "synth-brain" and auroc["seeds"] == 1
     assert auroc["mean"] == pytest.approx(run["image_auroc"])
 
 
