@@ -93,10 +93,13 @@ def main() -> None:
     values_before, before = timed(previous_evaluate, pred)
     values_now, now = timed(evaluate, pred)
     rows.append(("evaluate", now, before))
-    for key, value in values_now.items():
-        print(f"{key}: {value:.12f} (before {values_before[key]:.12f})")
-    if values_now != values_before:
+    for key, value in values_before.items():
+        print(f"{key}: {values_now[key]:.12f} (before {value:.12f})")
+    if {k: values_now[k] for k in values_before} != values_before:
         raise SystemExit("the evaluators disagree")
+    extra = sorted(set(values_now) - set(values_before))
+    if extra:  # computed now besides the study's metrics (included in "now")
+        print(f"evaluate now also computes: {', '.join(extra)}")
     total_now = sum(r[1] for r in rows[1:])
     total_before = sum(r[2] for r in rows[1:])
     rows.append(("save + evaluate", total_now, total_before))
