@@ -42,7 +42,7 @@ from pydantic import Field
 
 from medad.data.loading import Preprocess
 from medad.errors import MedadError
-from medad.methods.base import Method, MethodConfig, ScoreOutput, Stage, register
+from medad.methods.base import FittedConfig, Method, MethodConfig, ScoreOutput, Stage, register
 from medad.methods.parts.feature_maps import gaussian_smooth
 
 #: AnomalyDINO's images are in [0, 1], then ImageNet-normalised (``backbones.py``)
@@ -52,9 +52,7 @@ QUERY_CHUNK = 4096
 BANK_CHUNK = 16384
 
 
-class AnomalyDINOConfig(MethodConfig):
-    epochs: int = Field(0, ge=0)
-    """Ignored: nothing is trained (accepted so dataset-wide epoch defaults do not fail)."""
+class AnomalyDINOConfig(FittedConfig):
     batch_size: int = Field(16, ge=1)
     """Images embedded at once (no effect on the scores)."""
     image_size: int = Field(448, ge=14)

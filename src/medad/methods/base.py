@@ -50,6 +50,13 @@ class MethodConfig(BaseModel):
     """Side of the square input (PAPER.md: 64 for the reconstruction family, DAE 128)."""
 
 
+class FittedConfig(MethodConfig):
+    """Config of a method fitted on frozen features in one pass (no gradient training)."""
+
+    epochs: int = Field(0, ge=0)
+    """Ignored: nothing is trained (accepted so dataset-wide epoch defaults do not fail)."""
+
+
 @dataclass
 class Phase:
     """One optimiser inside a stage; phases of a stage alternate on every batch (GANs).

@@ -34,7 +34,7 @@ from pydantic import Field
 
 from medad.data.loading import Preprocess
 from medad.errors import MedadError
-from medad.methods.base import Method, MethodConfig, ScoreOutput, Stage, register
+from medad.methods.base import FittedConfig, Method, MethodConfig, ScoreOutput, Stage, register
 from medad.methods.parts.backbone import FrozenBackbone
 from medad.methods.parts.feature_maps import gaussian_smooth
 from medad.methods.parts.fitted_buffers import FittedBuffers
@@ -45,9 +45,7 @@ UNIT_RANGE = (0.0, 1.0)
 PAPER_REDUCED_DIM = {"resnet18": 100, "wide_resnet50_2": 550}
 
 
-class PaDiMConfig(MethodConfig):
-    epochs: int = Field(0, ge=0)
-    """Ignored: nothing is trained (accepted so dataset-wide epoch defaults do not fail)."""
+class PaDiMConfig(FittedConfig):
     batch_size: int = Field(32, ge=1)
     """Images per feature-extraction batch (the re-implementation: 32); no effect on results."""
     image_size: int = Field(224, ge=32, multiple_of=16)

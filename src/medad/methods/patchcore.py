@@ -36,7 +36,7 @@ from pydantic import Field, field_validator
 
 from medad.data.loading import Preprocess
 from medad.errors import MedadError
-from medad.methods.base import Method, MethodConfig, ScoreOutput, Stage, register
+from medad.methods.base import FittedConfig, Method, MethodConfig, ScoreOutput, Stage, register
 from medad.methods.parts.backbone import FrozenBackbone
 from medad.methods.parts.coreset import (
     PROJECTION_DIM,
@@ -53,9 +53,7 @@ UNIT_RANGE = (0.0, 1.0)
 BANK_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
-class PatchCoreConfig(MethodConfig):
-    epochs: int = Field(0, ge=0)
-    """Ignored: nothing is trained (accepted so dataset-wide epoch defaults do not fail)."""
+class PatchCoreConfig(FittedConfig):
     batch_size: int = Field(32, ge=1)
     """Images per feature-extraction batch; results do not depend on it."""
     image_size: int = Field(224, ge=32, multiple_of=16)

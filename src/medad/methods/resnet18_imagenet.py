@@ -21,15 +21,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from medad.methods.base import MethodConfig, Stage, register
+from medad.methods.base import FittedConfig, Stage, register
 from medad.methods.parts.backbone import FrozenBackbone
 from medad.methods.parts.density import GaussianDensity
 from medad.methods.parts.embedding_density import UNIT_RANGE, EmbeddingDensityMethod
 
 
-class ResNet18ImageNetConfig(MethodConfig):
-    epochs: int = Field(0, ge=0)
-    """Ignored: nothing is trained (accepted so dataset-wide epoch defaults do not fail)."""
+class ResNet18ImageNetConfig(FittedConfig):
     image_size: int = Field(224, ge=32, multiple_of=16)
     """Side of the square input (PAPER.md, two-stage SSL: 224)."""
     weights: str = "imagenet"
