@@ -9,9 +9,10 @@ Builds `n` anomaly maps of `size`² (BraTS2021's test set by default: 2,776 maps
   against a list of batches concatenated at the end (before; twice the memory at the peak);
 * save: `Predictions.save` uncompressed (now) against ``compress=True`` (the previous default,
   `numpy.savez_compressed`), into a temporary folder next to the system's temp files;
-* evaluate: `medad.evaluation.evaluate` (one sort per class for all pixel metrics) against the
-  previous evaluator, the image metrics and each pixel metric called on its own (each sorting
-  the pixels again). The values of both are printed and must be equal.
+* evaluate: `medad.evaluation.evaluate` (one sort per class for all pixel metrics, the
+  negatives sorted as parallel parts, one per thread) against the previous evaluator, the image
+  metrics and each pixel metric called on its own (each sorting the pixels again, in one
+  thread). The values of both are printed and must be equal.
 
 No timings are stored anywhere; they depend on the machine and are only printed.
 """
@@ -28,12 +29,23 @@ import numpy as np
 
 from medad import metrics
 from medad.evaluation import evaluate
+from medad.metrics import _sorted_classes as sorted_classes
 from medad.predictions import Predictions
 from metrics import make_maps
 
 
 def previous_evaluate(pred: Predictions) -> dict[str, float]:
-    """The evaluator before the shared sort: every pixel metric checks and sorts on its own."""
+    """The evaluator before the shared sort: every pixel metric checks and sorts on its own, in
+    one thread (the sorts of the negatives in parallel parts came later)."""
+    parallel_from = sorted_classes.PARALLEL_MIN_SCORES
+    sorted_classes.PARALLEL_MIN_SCORES = 1 << 62
+    try:
+        return _each_on_its_own(pred)
+    finally:
+        sorted_classes.PARALLEL_MIN_SCORES = parallel_from
+
+
+def _each_on_its_own(pred: Predictions) -> dict[str, float]:
     out = {
         "image_auroc": metrics.image_auroc(pred.image_scores, pred.labels),
         "image_ap": metrics.image_ap(pred.image_scores, pred.labels),
@@ -75,7 +87,8 @@ def main() -> None:
     image_scores = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)
     print(
         f"{maps.size:,} pixels ({args.n} maps of {args.size}², float32, "
-        f"{maps.nbytes / 2**20:.0f} MiB), {os.cpu_count()} CPUs"
+        f"{maps.nbytes / 2**20:.0f} MiB), {os.cpu_count()} CPUs, "
+        f"{sorted_classes.sort_workers()} sort threads"
     )
     rows = []
     _, before = timed(collect_list, maps)

@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from medad.errors import MedadError
+from medad.metrics import _sorted_classes as sorted_classes
 from medad.metrics import aupro, best_dice, pixel_ap, pixel_auroc, pixel_metrics
-from medad.metrics._sorted_classes import merged_order_statistics
+from medad.metrics._sorted_classes import merged_order_statistics, split_sorted
 
 
 def _one_by_one(maps: np.ndarray, masks: np.ndarray, fpr_limit: float) -> dict[str, float]:
@@ -46,18 +47,43 @@ def test_pixel_metrics_need_both_classes() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    first=st.lists(st.integers(-5, 5), max_size=30),
-    second=st.lists(st.integers(-5, 5), max_size=30),
+    arrays=st.lists(st.lists(st.integers(-5, 5), max_size=30), min_size=1, max_size=4),
     data=st.data(),
 )
-def test_merged_order_statistics_equal_a_sort_of_the_union(first, second, data) -> None:
-    a = np.sort(np.array(first, dtype=np.float32))
-    b = np.sort(np.array(second, dtype=np.float32))
-    n = a.size + b.size
+def test_merged_order_statistics_equal_a_sort_of_the_union(arrays, data) -> None:
+    sorted_arrays = [np.sort(np.array(a, dtype=np.float32)) for a in arrays]
+    n = sum(a.size for a in sorted_arrays)
     if n == 0:
         return
     positions = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=10)))
-    union = np.sort(np.concatenate((a, b)))
-    got = merged_order_statistics(a, b, positions)
+    union = np.sort(np.concatenate(sorted_arrays))
+    got = merged_order_statistics(sorted_arrays, positions)
     np.testing.assert_array_equal(got, union[positions])
     assert got.dtype == np.float32
+
+
+@pytest.mark.parametrize("parts", [2, 3, 7])
+@pytest.mark.parametrize("decimals", [None, 1])
+def test_negatives_sorted_in_parts_give_the_same_values(
+    make_maps, monkeypatch, parts, decimals
+) -> None:
+    """The negatives are sorted as several parts in threads on large inputs; counts and order
+    statistics over the parts must give exactly the one-array values (ties across parts too)."""
+    maps, masks = make_maps(3, n_images=8, size=32, decimals=decimals)
+    maps = maps.astype(np.float32)
+    scores, labels = maps.reshape(-1), masks.reshape(-1)
+    positives, negatives = split_sorted(scores, labels, parts=parts)
+    assert len(negatives.runs) == parts and negatives.size == (~labels).sum()
+    np.testing.assert_array_equal(positives, np.sort(scores[labels]))
+    whole = np.sort(scores[~labels])
+    ks = np.arange(0, whole.size, 37)
+    np.testing.assert_array_equal(negatives.order_statistics(ks), whole[ks])
+    for side in ("left", "right"):
+        np.testing.assert_array_equal(
+            negatives.count_below(positives, side=side), np.searchsorted(whole, positives, side)
+        )
+    expected = _one_by_one(maps, masks, 0.3)
+    # `pixel_metrics` picks the parts from the input size: make this small input "large"
+    monkeypatch.setattr(sorted_classes, "PARALLEL_MIN_SCORES", 0)
+    monkeypatch.setattr(sorted_classes, "sort_workers", lambda: parts)
+    assert pixel_metrics(maps, masks) == expected

@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from medad.errors import MedadError
+from medad.metrics._sorted_classes import SortedRuns
 from medad.metrics._validate import pixel_inputs
 
 #: 8-connectivity inside each image, no connection across images of the stack.
@@ -64,7 +65,7 @@ def _area_up_to(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
 def _pro_curve(
     positives: np.ndarray,
     weights: np.ndarray,
-    negatives: np.ndarray,
+    negatives: SortedRuns,
     n_negatives: int,
     n_negatives_at_cut: int,
     n_regions: int,
@@ -89,8 +90,8 @@ def _pro_curve(
     levels = values[ends]
     pro_after = cumulative_pro[ends]
     pro_before = np.concatenate(([0.0], pro_after))[:-1]
-    fp_before = negatives.size - np.searchsorted(negatives, levels, side="right")
-    fp_after = negatives.size - np.searchsorted(negatives, levels, side="left")
+    fp_before = negatives.size - negatives.count_below(levels, side="right")
+    fp_after = negatives.size - negatives.count_below(levels, side="left")
     final_pro = pro_after[-1:] if pro_after.size else np.zeros(1)
     fp = np.concatenate(([0], np.column_stack((fp_before, fp_after)).ravel(), [n_negatives_at_cut]))
     pro = np.concatenate(([0.0], np.column_stack((pro_before, pro_after)).ravel(), final_pro))
@@ -125,12 +126,12 @@ def aupro_of_checked(
     map_array: np.ndarray,
     mask_array: np.ndarray,
     fpr_limit: float,
-    sorted_negatives: np.ndarray | None = None,
+    sorted_negatives: SortedRuns | None = None,
 ) -> float:
     """`aupro` of inputs that passed `pixel_inputs` ([N, H, W] maps, bool masks).
 
-    `sorted_negatives`, the anomaly-free scores already sorted ascending (as `split_sorted`
-    gives them), replaces the partition of those scores; the value is the same.
+    `sorted_negatives`, the anomaly-free scores already sorted (as `split_sorted` gives them),
+    replaces the partition of those scores; the value is the same.
     """
     if not 0.0 < fpr_limit <= 1.0:
         raise MedadError(f"AUPRO: fpr_limit must be in (0, 1], got {fpr_limit!r}.")
@@ -145,10 +146,10 @@ def aupro_of_checked(
             "abnormal pixel in the test set."
         )
     if sorted_negatives is None:
-        negatives = map_array[~mask_array]
+        unsorted = map_array[~mask_array]
+        n_negatives = unsorted.size
     else:
-        negatives = sorted_negatives
-    n_negatives = negatives.size
+        n_negatives = sorted_negatives.size
     if n_negatives == 0:
         raise MedadError(
             "AUPRO undefined: the masks hold no anomaly-free pixel, so the false-positive rate "
@@ -163,19 +164,22 @@ def aupro_of_checked(
     # largest anomaly-free score with k that floor; one more (the +1) keeps the last vertex
     # safely past the limit whatever the rounding of limit · n_negatives.
     keep = math.floor(fpr_limit * n_negatives) + 2
-    if keep < n_negatives:
-        cut_index = n_negatives - keep
-        if sorted_negatives is None:
-            negatives.partition(cut_index)
-            cut = negatives[cut_index]
-            negatives = negatives[negatives >= cut]
-        else:
-            cut = negatives[cut_index]
-            negatives = negatives[np.searchsorted(negatives, cut, side="left") :]
+    cut_index = n_negatives - keep if keep < n_negatives else None
+    if sorted_negatives is None:
+        if cut_index is not None:
+            unsorted.partition(cut_index)
+            cut = unsorted[cut_index]
+            unsorted = unsorted[unsorted >= cut]
+        unsorted.sort()
+        negatives = SortedRuns.of(unsorted)
+    else:
+        negatives = sorted_negatives
+        if cut_index is not None:
+            cut = negatives.order_statistics(np.array([cut_index]))[0]
+            negatives = negatives.at_least(cut)
+    if cut_index is not None:
         above = positives >= cut
         positives, region_ids = positives[above], region_ids[above]
-    if sorted_negatives is None:
-        negatives.sort()
     weights = 1.0 / region_sizes[region_ids]
     fpr, pro = _pro_curve(positives, weights, negatives, n_negatives, negatives.size, n_regions)
     return _area_up_to(fpr, pro, fpr_limit) / fpr_limit

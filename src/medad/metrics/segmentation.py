@@ -15,6 +15,7 @@ import numpy as np
 from medad.errors import MedadError
 from medad.metrics._sorted_classes import (
     PositiveLevels,
+    SortedRuns,
     merged_order_statistics,
     positive_levels,
     split_sorted,
@@ -89,15 +90,15 @@ def best_dice_of_levels(levels: PositiveLevels, n_pos: int) -> tuple[float, floa
     return float(dice_values[best]), float(levels.values[best])
 
 
-def best_dice_paper_of_sorted(positives: np.ndarray, negatives: np.ndarray) -> tuple[float, float]:
+def best_dice_paper_of_sorted(positives: np.ndarray, negatives: SortedRuns) -> tuple[float, float]:
     """MedIAnomaly's 201-order-statistic best Dice (`_best_dice_paper`) from the sorted scores of
     each class: the order statistics of all scores come from `merged_order_statistics` and the
     counts above each threshold from both classes, so no sort of all scores is needed."""
     n_pos, n_scores = positives.size, positives.size + negatives.size
     step = max(n_scores // PAPER_N_THRESHOLDS, 1)
-    thresholds = merged_order_statistics(positives, negatives, np.arange(0, n_scores, step))
+    thresholds = merged_order_statistics((positives, *negatives.runs), np.arange(0, n_scores, step))
     tp = n_pos - np.searchsorted(positives, thresholds, side="right")
-    fp = negatives.size - np.searchsorted(negatives, thresholds, side="right")
+    fp = negatives.size - negatives.count_below(thresholds, side="right")
     dice_values = 2.0 * tp / (tp + fp + n_pos)
     best = int(np.argmax(dice_values))
     return float(dice_values[best]), float(thresholds[best])
