@@ -272,6 +272,41 @@ def test_predict_rejects_maps_for_some_batches_only():
         engine.predict(_PixelScorer(maps_from_batch=1), _tiny_split(7), Preprocess(size=4))
 
 
+class _OutOfMemoryAbove(_PixelScorer):
+    """Runs out of device memory on batches larger than `fits` (as a GPU would)."""
+
+    def __init__(self, fits: int, batch_size: int) -> None:
+        super().__init__()
+        self.config = MethodConfig(epochs=0, batch_size=batch_size)
+        self.fits, self.sizes = fits, []
+
+    def score(self, x):
+        self.sizes.append(x.shape[0])
+        if x.shape[0] > self.fits:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return super().score(x)
+
+
+def test_predict_halves_the_batch_until_it_fits_and_scores_every_image_once():
+    data, pre = _tiny_split(7), Preprocess(size=4)
+    method = _OutOfMemoryAbove(fits=3, batch_size=8)
+    pred = engine.predict(method, data, pre, device="cpu")
+    assert method.sizes == [7, 3, 3, 1]  # 7 (all images) fails; then 3 at a time
+    expected = engine.predict(_PixelScorer(), data, pre, device="cpu")
+    np.testing.assert_array_equal(pred.image_scores, expected.image_scores)
+    np.testing.assert_array_equal(pred.maps, expected.maps)
+    with pytest.raises(torch.OutOfMemoryError):  # an explicit batch is the user's to change
+        engine.predict(_OutOfMemoryAbove(fits=2, batch_size=6), data, pre, batch_size=4)
+
+
+def test_scoring_starts_at_the_training_batch_on_cpu_and_larger_on_accelerators():
+    method = _PixelScorer()  # training batch 3
+    assert engine.scoring_batch_size(method, torch.device("cpu"), 1000) == 3
+    accelerated = engine.scoring_batch_size(method, torch.device("cuda"), 1000)
+    assert accelerated == engine.SCORING_BATCH_ON_ACCELERATOR
+    assert engine.scoring_batch_size(method, torch.device("cuda"), 10) == 10
+
+
 # --- the device path: uploaded images, deferred loss checks, precision, compile ---------------
 
 

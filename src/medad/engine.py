@@ -482,6 +482,21 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
+#: on an accelerator, scoring starts at this batch (or the training batch, if larger) and
+#: halves on out-of-memory: no gradients are kept, so far larger batches fit than in training
+SCORING_BATCH_ON_ACCELERATOR = 256
+
+
+def scoring_batch_size(method: Method, device: torch.device, n: int) -> int:
+    """The first batch `predict` tries when none is given: the training batch on the CPU (larger
+    batches gain little there, and the CPU numbers stay those of earlier versions), else the
+    larger of it and `SCORING_BATCH_ON_ACCELERATOR`; never more than the `n` images."""
+    bs = method.config.batch_size
+    if device.type != "cpu":
+        bs = max(bs, SCORING_BATCH_ON_ACCELERATOR)
+    return max(1, min(bs, n))
+
+
 def predict(
     method: Method,
     data: ArraySplit,
@@ -491,20 +506,33 @@ def predict(
     batch_size: int | None = None,
 ) -> Predictions:
     """Score every image of `data` in batches (evaluation mode, no gradients unless the method
-    asks for them itself, e.g. gradient-based scores)."""
+    asks for them itself, e.g. gradient-based scores).
+
+    Without `batch_size` the batch is `scoring_batch_size` and halves whenever a batch runs out
+    of device memory (that batch is scored again, smaller), so inference runs at the largest
+    batch that fits; each image's score is its own, whatever batch it was scored in.
+    """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     method.to(dev).eval()
-    bs = batch_size or method.config.batch_size
     n = len(data)
+    bs = batch_size or scoring_batch_size(method, dev, n)
     images = DeviceImages(data.images, pre, dev)
     # filled in place (no list of batches concatenated at the end: that held the maps twice)
     image_scores = np.empty(n, dtype=np.float64)
     maps: np.ndarray | None = None
+    start = 0
     with torch.no_grad():
-        for idx in _batches(n, bs, None):
+        while start < n:
+            idx = np.arange(start, min(start + bs, n))
             method.image_index = idx
             try:
                 out = method.score(images.batch(idx))
+            except torch.OutOfMemoryError:
+                if batch_size is not None or bs == 1:
+                    raise
+                bs = max(1, bs // 2)
+                _release_cached_memory(dev)
+                continue
             finally:
                 method.image_index = None
             s = out.image_scores.detach().reshape(-1)
@@ -512,9 +540,9 @@ def predict(
                 raise MedadError(
                     f"{method.name}: score() returned {s.shape[0]} scores for {len(idx)} images"
                 )
-            rows = slice(int(idx[0]), int(idx[0]) + len(idx))  # evaluation batches are in order
+            rows = slice(start, start + len(idx))
             image_scores[rows] = s.double().cpu().numpy()
-            if rows.start > 0 and (out.maps is not None) != (maps is not None):
+            if start > 0 and (out.maps is not None) != (maps is not None):
                 raise MedadError(f"{method.name}: score() returned maps for some batches only")
             if out.maps is not None:
                 m = out.maps.detach()
@@ -526,6 +554,7 @@ def predict(
                 if maps is None:
                     maps = np.empty((n, pre.size, pre.size), dtype=np.float32)
                 maps[rows] = m.float().cpu().numpy()
+            start += len(idx)
     if not np.isfinite(image_scores).all():
         raise MedadError(f"{method.name}: non-finite anomaly scores (training diverged?)")
     return Predictions(
@@ -535,3 +564,11 @@ def predict(
         maps=maps,
         masks=data.masks,
     )
+
+
+def _release_cached_memory(device: torch.device) -> None:
+    """Give the allocator's cached blocks back after an out-of-memory, before a smaller try."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
