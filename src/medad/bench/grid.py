@@ -441,6 +441,7 @@ def ray_request(
 
 
 def _run_ray(todo, out, address, options, summary, event, gpus_per_cell=None) -> None:
+    requests = [ray_request(cell, gpus_per_cell, options.device) for cell in todo]
     try:
         import ray
     except ImportError:
@@ -456,7 +457,6 @@ def _run_ray(todo, out, address, options, summary, event, gpus_per_cell=None) ->
         with store.keep_alive():
             remote = ray.remote(_ray_task)
             pending = {}
-            requests = [ray_request(cell, gpus_per_cell, options.device) for cell in todo]
             for cell, (opts, task_device) in zip(todo, requests, strict=True):
                 claim = store.claim(cell.planned.row("running", cell.label), force=options.force)
                 if claim.outcome != "claimed":

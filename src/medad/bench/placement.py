@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,14 +141,14 @@ def _one_step_each(planned: Any, cls: Any, pre: Any, train: Any, test: Any, dev:
     bs = config.batch_size
     method = engine.create_method(cls, config, planned.dataset.channels, spec.seed)
     stages = method.stages
-    method.stages = lambda: [  # one step of every stage reaches the peak of every step
+    # one step of every stage reaches the peak of every step; a stage of one step draws a full
+    # batch even from fewer images (`engine._cycled_batches`), e.g. after a held-out part
+    method.stages = lambda: [
         dataclasses.replace(s, epochs=min(s.epochs, 1), steps_per_epoch=1) for s in stages()
     ]
-    held = method.holdout_fraction()  # a part is kept out of training: take enough for a batch
-    n_train = min(len(train), math.ceil(bs / (1.0 - held)) + 1 if held else bs)
     engine.train(
         method,
-        _first(train, n_train),
+        _first(train, min(len(train), bs)),
         pre,
         seed=spec.seed,
         device=dev,
