@@ -293,3 +293,26 @@ def test_bench_rejects_bad_workers_and_gpu_shares(args, expected, tmp_path):
     res = CliRunner().invoke(app, ["bench", str(cfg), "--out", str(tmp_path / "o"), *args])
     assert res.exit_code != 0 and expected in res.output, res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_a_local_ray_schedules_fractional_gpu_cells_on_cuda(tmp_path):
+    ray = pytest.importorskip("ray")
+    # a Ray that believes it has one GPU (there is none: the tasks fail when they ask CUDA for it)
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        cells = plan_cells(parse_experiment(EXP.replace("seeds: [0, 1]", "seeds: [0]")), quick=True)
+        summary = run_grid(cells, tmp_path, executor="ray", device="auto", gpus_per_cell=0.5)
+    finally:
+        ray.shutdown()
+    assert sorted(summary.failed) == sorted(c.run_id for c in cells)  # both scheduled, on "cuda"
+    assert all("device 'cuda' was asked for" in e for e in summary.failed.values()), summary.failed
+
+
+def test_each_worker_of_a_gpu_pool_makes_that_gpu_its_own(monkeypatch):
+    chosen: list[str] = []
+    monkeypatch.setattr(grid, "_exit_with_parent", lambda parent: None)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    grid._init_worker(1, "cuda:1")
+    grid._init_worker(1, "cpu")
+    grid._init_worker(1, None)
+    assert chosen == ["cuda:1"]

@@ -372,10 +372,8 @@ def _run_processes(todo, out, workers, options, summary, event, log) -> None:
                 cell, device = queue.pop(0), slots.take()
                 event("start", cell, "")
                 run = dataclasses.replace(options, device=device)
-                pending[pools[device].submit(_process_worker, cell, str(out), run, threads)] = (
-                    cell,
-                    device,
-                )
+                future = pools[device].submit(_process_worker, cell, str(out), run, threads)
+                pending[future] = (cell, device)
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 cell, device = pending.pop(fut)

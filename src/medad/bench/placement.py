@@ -202,8 +202,8 @@ def fit_workers(
     cpus = cpus or os.cpu_count() or 1
     big = max(needs.values(), key=lambda n: n.per_process)
     fits = {d: f // big.per_process for d, f in free.items()}
+    where = ", ".join(f"{d} has {gib(f)} free" for d, f in free.items())
     if not any(fits.values()):
-        where = ", ".join(f"{d} has {gib(f)} free" for d, f in free.items())
         raise MedadError(
             f"{big.label} needs {gib(big.per_process)} of GPU memory per cell "
             f"({gib(big.peak_bytes)} measured for a step, {gib(big.data_bytes)} of images, "
@@ -222,9 +222,8 @@ def fit_workers(
     elif total < workers:
         notes.append(
             f"{workers} cells at once need {gib(workers * big.per_process)} of GPU memory "
-            f"({gib(big.per_process)} each for {big.label}) but "
-            + ", ".join(f"{d} has {gib(f)} free" for d, f in free.items())
-            + f": running {total} at once instead"
+            f"({gib(big.per_process)} each for {big.label}) but {where}: running {total} at "
+            "once instead"
         )
     per_device = {d: min(k, total) for d, k in fits.items() if k}
     return Placement(per_device, total, notes)
