@@ -127,8 +127,9 @@ def test_the_probe_trains_one_step_and_scores_one_batch_per_distinct_config(monk
     monkeypatch.setattr(engine, "predict", spy_predict)
     cells = plan_cells(parse_experiment(EXP.replace("latent_size: 4", "latent_size: 4, lr: 0.01")))
     assert len(cells) == 4  # two configs × two seeds
-    needs, free = placement.measure_needs([c.planned for c in cells], ["cpu"], tmp_path)
-    assert free == {"cpu": 40 * GiB}
+    found = placement.measure_needs([c.planned for c in cells], ["cpu"], tmp_path)
+    needs, free = found.needs, found.free
+    assert free == {"cpu": 40 * GiB} and found.notes == []
     assert len(needs) == 2  # each (method, config) once, not once per seed
     batch = cells[0].planned.config.batch_size
     assert batch < 80  # one batch of the 80 training images, not a pass over them
@@ -152,6 +153,30 @@ def test_a_probe_out_of_memory_names_the_cell(monkeypatch):
         placement.probe_memory(cell.planned, "cpu")
 
 
+def test_a_probe_failing_for_another_reason_is_a_note_not_the_end_of_the_grid(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda d: GiB)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d: (40 * GiB, 80 * GiB))
+    train = engine.train
+
+    def no_weights_for_z4(method, *args, **kwargs):
+        if method.config.latent_size == 4:
+            raise MedadError("ImageNet weights for resnet18 not found")
+        return train(method, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "train", no_weights_for_z4)
+    cells = plan_cells(parse_experiment(EXP))
+    found = placement.measure_needs([c.planned for c in cells], ["cpu"])
+    assert len(found.needs) == 1  # the other config is measured; the failing one tried once
+    assert found.notes == [
+        "ae on synth-brain: its memory could not be measured on cpu (ImageNet weights for "
+        "resnet18 not found); its cells run unchecked"
+    ]
+    unchecked = fit_workers(3, {}, {"cuda:0": GiB, "cuda:1": GiB})  # no probe succeeded
+    assert (unchecked.per_device, unchecked.workers) == ({"cuda:0": 3, "cuda:1": 3}, 3)
+    assert "unchecked" in unchecked.notes[0]
+
+
 class ThreadPool(ThreadPoolExecutor):
     """The process pool of the grid, in threads (what each pool is made with is recorded)."""
 
@@ -168,7 +193,7 @@ def test_a_cuda_process_grid_spreads_cells_over_gpus_within_what_fits(gpus, monk
 
     def measured(todo, devices, cache_dir):
         assert devices == ["cuda:0", "cuda:1"] and len(todo) == 4
-        return {"ae": need(1.0)}, free
+        return placement.Measured({"ae": need(1.0)}, free)
 
     lock, running, most, seen = threading.Lock(), {}, {}, []
 

@@ -340,9 +340,9 @@ def _process_placement(todo, out, workers, options, log) -> placement.Placement:
     if devices is None:
         n = (os.cpu_count() or 1) if workers == "auto" else workers
         return placement.Placement({options.device: n}, n)
-    needs, free = _measure_in_fresh_process(todo, devices, Path(out) / ".cache")
-    fitted = placement.fit_workers(None if workers == "auto" else workers, needs, free)
-    for note in fitted.notes:
+    found = _measure_in_fresh_process(todo, devices, Path(out) / ".cache")
+    fitted = placement.fit_workers(None if workers == "auto" else workers, found.needs, found.free)
+    for note in [*found.notes, *fitted.notes]:
         log(note)
     return fitted
 

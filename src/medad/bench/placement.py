@@ -8,7 +8,8 @@ step of every stage and scores one batch at the cell's batch size, and reads the
 caching allocator reserved. `fit_workers` compares K × that need (plus `CONTEXT_BYTES` per process
 and the images the engine uploads) with the free memory of each GPU and lowers K to what fits, with
 a note saying so, or fails naming the cell when not even one fits. `Slots` then sends each cell to
-the least-loaded GPU that has room.
+the least-loaded GPU that has room. A probe that fails for another reason (weights not on disk) is
+only a note: that cell fails on its own when it runs, with its error recorded, as before.
 
 Fitted methods whose `fit` keeps a memory bank of the whole training split (PatchCore) need more
 than the probe sees; their `resources` or a lower ``--workers`` cover that.
@@ -100,10 +101,16 @@ def _free_bytes(device: str) -> int:
     return int(torch.cuda.mem_get_info(torch.device(device))[0])
 
 
+class ProbeFailed(MedadError):
+    """The probe of a cell failed for another reason than memory (missing weights, a bad config):
+    not the grid's concern; the cell fails on its own when it runs and its error is recorded."""
+
+
 def probe_memory(planned: Any, device: str, cache_dir: Path | None = None) -> MemoryNeed:
     """Build `planned`'s method on `device`, train one step of each of its stages (with its
     `prepare` and `fit`) and score one batch, at the cell's batch size, on its own images;
-    return the peak memory that took (`torch.cuda.max_memory_reserved`)."""
+    return the peak memory that took (`torch.cuda.max_memory_reserved`). Raises `MedadError`
+    when even that runs out of memory, `ProbeFailed` when it fails otherwise."""
     import torch
 
     from medad.data.loading import load_split
@@ -111,13 +118,13 @@ def probe_memory(planned: Any, device: str, cache_dir: Path | None = None) -> Me
 
     spec, config, dataset = planned.spec, planned.config, planned.dataset
     label = f"{spec.method} on {spec.dataset}"
-    cls = method_class(spec.method)
     dev = torch.device(device)
-    pre = cls.preprocess(config, dataset.channels)
-    train = load_split(dataset, "train", pre, cache_dir)
-    test = load_split(dataset, "test", pre, cache_dir)
-    _reset_peak(dev)
     try:
+        cls = method_class(spec.method)
+        pre = cls.preprocess(config, dataset.channels)
+        train = load_split(dataset, "train", pre, cache_dir)
+        test = load_split(dataset, "test", pre, cache_dir)
+        _reset_peak(dev)
         _one_step_each(planned, cls, pre, train, test, dev)
         peak = _peak_reserved(dev)
     except torch.cuda.OutOfMemoryError:
@@ -125,8 +132,12 @@ def probe_memory(planned: Any, device: str, cache_dir: Path | None = None) -> Me
             f"{label} does not fit on {device} even alone (one step at batch size "
             f"{config.batch_size} ran out of memory); lower its batch_size or free the GPU"
         ) from None
-    except MedadError as exc:
-        raise MedadError(f"{label}: the memory probe on {device} failed: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the cell reports it when it runs
+        why = str(exc) if isinstance(exc, MedadError) else f"{type(exc).__name__}: {exc}"
+        raise ProbeFailed(
+            f"{label}: its memory could not be measured on {device} ({why.splitlines()[0]}); "
+            "its cells run unchecked"
+        ) from None
     finally:
         if dev.type == "cuda":
             torch.cuda.empty_cache()
@@ -165,19 +176,34 @@ def _first(split: Any, n: int) -> Any:
     return ArraySplit(split.images[:n], split.labels[:n], masks, list(split.ids[:n]))
 
 
+@dataclass
+class Measured:
+    """What `measure_needs` found: the need of each distinct `need_key` it could measure, the free
+    bytes of each device, and notes on the probes that failed."""
+
+    needs: dict[str, MemoryNeed]
+    free: dict[str, int]
+    notes: list[str] = field(default_factory=list)
+
+
 def measure_needs(
     planned_runs: list[Any], devices: list[str], cache_dir: Path | None = None
-) -> tuple[dict[str, MemoryNeed], dict[str, int]]:
-    """(need of each distinct `need_key`, free bytes of each device). Free memory is read before
-    the probes run; the probes run on the first device, each distinct (method, config) once. Meant
-    for a short-lived process: the grid's own process then holds no CUDA context."""
-    free = {d: _free_bytes(d) for d in devices}
-    needs: dict[str, MemoryNeed] = {}
+) -> Measured:
+    """Free memory of each device (read before the probes run), then the probes, on the first
+    device, each distinct (method, config) once. Meant for a short-lived process: the grid's own
+    process then holds no CUDA context."""
+    found = Measured({}, {d: _free_bytes(d) for d in devices})
+    tried: set[str] = set()
     for planned in planned_runs:
         key = need_key(planned)
-        if key not in needs:
-            needs[key] = probe_memory(planned, devices[0], cache_dir)
-    return needs, free
+        if key in tried:
+            continue
+        tried.add(key)
+        try:
+            found.needs[key] = probe_memory(planned, devices[0], cache_dir)
+        except ProbeFailed as exc:
+            found.notes.append(str(exc))
+    return found
 
 
 @dataclass
@@ -200,6 +226,10 @@ def fit_workers(
     holding at most what its free memory allows for the largest need. Raises when not even one
     cell fits on any GPU."""
     cpus = cpus or os.cpu_count() or 1
+    if not needs:  # no probe succeeded: the cells will fail on their own; nothing to size K by
+        total = workers or len(free)
+        note = f"no cell's GPU memory could be measured: {total} at once, unchecked"
+        return Placement(dict.fromkeys(free, total), total, [note])
     big = max(needs.values(), key=lambda n: n.per_process)
     fits = {d: f // big.per_process for d, f in free.items()}
     where = ", ".join(f"{d} has {gib(f)} free" for d, f in free.items())
