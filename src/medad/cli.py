@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 import yaml
@@ -451,7 +451,21 @@ def bench(
         ),
     ] = None,
     out_old: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
-    workers: Annotated[int, typer.Option(help="Parallel cells for --executor process.")] = 1,
+    workers: Annotated[
+        str,
+        typer.Option(
+            help="Parallel cells for --executor process: a number, or auto (one per CPU core; on "
+            "CUDA as many as fit in GPU memory). On CUDA they share the GPUs, fewer when the "
+            "memory a cell needs (measured first) says they do not fit."
+        ),
+    ] = "1",
+    gpus_per_cell: Annotated[
+        float | None,
+        typer.Option(
+            help="--executor ray: GPU share of a cell whose method entry names none (0.25: four "
+            "cells per GPU; 1, 2: whole GPUs)."
+        ),
+    ] = None,
     executor: Annotated[
         str, typer.Option(help="local (in this process), process (a local pool) or ray.")
     ] = "local",
@@ -499,6 +513,7 @@ def bench(
 ) -> None:
     """Run every (method, dataset, seed) cell of an experiment; re-running resumes."""
     from medad.bench import load_experiment, plan_cells, run_grid
+    from medad.bench.config import check_gpu_share
     from medad.bench.progress import GridProgress
 
     if plan:
@@ -506,8 +521,11 @@ def bench(
     from medad.results.store import ResultsStore
     from medad.results.tables import records, summarize, to_rich
 
-    if executor == "process" and workers < 1:
-        raise _fail("--workers must be at least 1")
+    parallel = _workers(workers)
+    if gpus_per_cell is not None and executor != "ray":
+        raise _fail("--gpus-per-cell is for --executor ray; with --executor process use --workers")
+    if gpus_per_cell is not None and (why := check_gpu_share(gpus_per_cell)):
+        raise _fail(f"--gpus-per-cell {why}")
     try:
         exp = load_experiment(config)
         named = results_ is not None or out_old is not None
@@ -524,9 +542,10 @@ def bench(
             summary = run_grid(
                 cells,
                 root,
-                executor=executor,
-                workers=workers,
-                address=address,  # type: ignore[arg-type]
+                executor=executor,  # type: ignore[arg-type]
+                workers=parallel,
+                gpus_per_cell=gpus_per_cell,
+                address=address,
                 retry_failed=retry_failed,
                 force=force,
                 device=device or exp.device,
@@ -534,6 +553,7 @@ def bench(
                 deterministic=deterministic,
                 on_event=shown.event,
                 on_epoch=shown.epoch,
+                log=lambda note: err_console.print(note, highlight=False),
             )
     except MedadError as exc:
         raise _fail(str(exc)) from None
@@ -563,6 +583,19 @@ def bench(
             highlight=False,
         )
         raise typer.Exit(1)
+
+
+def _workers(value: str) -> int | Literal["auto"]:
+    """`--workers`: a whole number of at least 1, or ``auto``."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        n = int(value)
+    except ValueError:
+        raise _fail(f"--workers must be a whole number or auto, got {value!r}") from None
+    if n < 1:
+        raise _fail("--workers must be at least 1")
+    return n
 
 
 def _print_plan(config: Path, quick: bool, data_root: Path | None, as_json: bool) -> None:

@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,34 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def check_gpu_share(value: float) -> str | None:
+    """Why `value` is not a GPU share Ray accepts (None when it is): a fraction in (0, 1] lets
+    cells share one GPU (0.25: four at once), a whole number gives a cell that many GPUs; 0 is
+    none. Ray refuses anything else (1.5) only when the task is submitted, after hours of grid."""
+    if not math.isfinite(value) or value < 0:
+        return f"must be 0 or more, got {value}"
+    if value > 1 and not float(value).is_integer():
+        return f"must be a fraction in (0, 1] (cells share a GPU) or a whole number, got {value}"
+    return None
+
+
+class Resources(_Strict):
+    """What one cell of the ``ray`` executor reserves on the cluster."""
+
+    num_cpus: float | None = Field(None, ge=0, allow_inf_nan=False)
+    """CPUs of the cell (default 1); its torch threads."""
+    num_gpus: float | None = None
+    """GPUs of the cell: a share in (0, 1] (0.25: four cells on one GPU) or a whole number
+    (default: ``--gpus-per-cell``, else 1 with ``--device cuda``, else 0)."""
+
+    @field_validator("num_gpus")
+    @classmethod
+    def _gpu_share(cls, value: float | None) -> float | None:
+        if value is not None and (why := check_gpu_share(value)):
+            raise ValueError(why)
+        return value
+
+
 class MethodEntry(_Strict):
     name: str
     """Registered method name (``medad methods``)."""
@@ -40,8 +69,8 @@ class MethodEntry(_Strict):
     """Name of this entry in tables; default: the method name plus its overrides."""
     set: dict[str, Any] = Field(default_factory=dict)
     """Method config overrides, as ``--set`` on the command line."""
-    resources: dict[str, float] = Field(default_factory=dict)
-    """What one cell needs on a Ray cluster, e.g. ``{num_cpus: 4, num_gpus: 1}``."""
+    resources: Resources = Field(default_factory=Resources)
+    """What one cell needs on a Ray cluster, e.g. ``{num_cpus: 4, num_gpus: 0.25}``."""
 
     @property
     def display(self) -> str:

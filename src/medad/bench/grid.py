@@ -9,13 +9,16 @@ Several grids may share one output root: each cell is claimed in the store first
 and one left by a killed process is taken over.
 
 Executors: ``local`` (one after another, in this process), ``process`` (a local pool of worker
-processes, each writing its own result) and ``ray`` (each cell a Ray task with its CPU/GPU needs;
-the task ships its finished run folder back and the driver writes it and the store row, so workers
-need no shared file system — only the data).
+processes, each writing its own result; on CUDA one pool per GPU, K cells per GPU when their
+measured memory fits: `medad.bench.placement`) and ``ray`` (each cell a Ray task with its CPU/GPU
+needs, a GPU share such as 0.25 included; the task ships its finished run folder back and the
+driver writes it and the store row, so workers need no shared file system — only the data).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import io
 import os
 import shutil
@@ -33,7 +36,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medad import runs
-from medad.bench.config import Experiment
+from medad.bench import placement
+from medad.bench.config import Experiment, check_gpu_share
 from medad.data.base import dataset_infos
 from medad.errors import MedadError
 from medad.evaluation import Protocol
@@ -107,7 +111,8 @@ def plan_cells(
                     raise MedadError(f"method {m.display!r} on dataset {d.name!r}: {exc}") from None
                 # a plan without its data has no run id yet: one cell per (config, data folder)
                 key = planned.run_id or f"{planned.rel_dir}@{root}"
-                cells.setdefault(key, Cell(planned, m.display, dict(m.resources), root))
+                resources = m.resources.model_dump(exclude_none=True)
+                cells.setdefault(key, Cell(planned, m.display, resources, root))
     return list(cells.values())
 
 
@@ -153,7 +158,8 @@ def run_grid(
     out: Path,
     *,
     executor: Executor = "local",
-    workers: int = 1,
+    workers: int | Literal["auto"] = 1,
+    gpus_per_cell: float | None = None,
     address: str | None = None,
     retry_failed: bool = False,
     force: bool = False,
@@ -162,11 +168,22 @@ def run_grid(
     deterministic: bool = False,
     on_event: Callable[[str, Cell, str], None] | None = None,
     on_epoch: Callable[[Cell, dict[str, Any]], None] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> GridSummary:
     """Run the unfinished cells (`force`: every cell again); `on_event(kind, cell, detail)` hears
     start/done/failed/skip. Cells another live process holds are skipped (``summary.elsewhere``).
     `on_epoch(cell, record)` hears each training epoch of the cells run in this process (the
-    local executor; `medad.engine.EpochHook`)."""
+    local executor; `medad.engine.EpochHook`).
+
+    `workers` cells run at once with the ``process`` executor (``"auto"``: one per CPU core, or on
+    CUDA as many as fit in GPU memory); on CUDA they are spread over the GPUs and fewer run when
+    the measured memory of a cell says K do not fit (`medad.bench.placement`; `log` hears why).
+    `gpus_per_cell` is the GPU share of a Ray cell whose method entry names none (0.25: four
+    cells per GPU)."""
+    if workers != "auto" and (not isinstance(workers, int) or workers < 1):
+        raise MedadError(f"workers must be a whole number of at least 1 or 'auto', got {workers!r}")
+    if gpus_per_cell is not None and (why := check_gpu_share(gpus_per_cell)):
+        raise MedadError(f"--gpus-per-cell {why}")
     out = Path(out)
     store = ResultsStore(out, lease_timeout=lease_timeout)
     runs.remove_stale_tmp(out)
@@ -180,6 +197,7 @@ def run_grid(
         else:
             todo.append(cell)
     options = RunOptions(device, force, lease_timeout, deterministic)
+    say = log or (lambda _: None)
     if executor == "local":
         for cell in todo:
             hook = (lambda rec, cell=cell: on_epoch(cell, rec)) if on_epoch else None
@@ -188,9 +206,9 @@ def run_grid(
             )
             _record(summary, cell, outcome, event)
     elif executor == "process":
-        _run_processes(todo, out, max(1, workers), options, summary, event)
+        _run_processes(todo, out, workers, options, summary, event, say)
     elif executor == "ray":
-        _run_ray(todo, out, address, options, summary, event)
+        _run_ray(todo, out, address, options, summary, event, gpus_per_cell)
     else:
         raise MedadError(f"unknown executor {executor!r}: use local, process or ray")
     return summary
@@ -292,22 +310,74 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="medad-parent-watch", daemon=True).start()
 
 
-def _run_processes(todo, out, workers, options, summary, event) -> None:
-    threads = max(1, (os.cpu_count() or 1) // workers)
+def _init_worker(parent: int, device: str | None) -> None:
+    """Pool-worker initializer: exit with the grid (`_exit_with_parent`) and, in a pool of one
+    GPU, make it the process's current CUDA device (its context and kernels stay on it)."""
+    _exit_with_parent(parent)
+    if device is not None and device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(device)
+
+
+def _measure_in_fresh_process(todo: list[Cell], devices: list[str], cache_dir: Path) -> Any:
+    """`placement.measure_needs` in a short-lived process, so that the grid's own process never
+    holds a CUDA context (nor the probe's cached memory) while its workers train."""
     with ProcessPoolExecutor(
-        max_workers=workers,
+        max_workers=1,
         mp_context=get_context("spawn"),
         initializer=_exit_with_parent,
         initargs=(os.getpid(),),
     ) as pool:
-        pending = {}
-        for cell in todo:
-            event("start", cell, "")
-            pending[pool.submit(_process_worker, cell, str(out), options, threads)] = cell
-        while pending:
+        planned = [cell.planned for cell in todo]
+        return pool.submit(placement.measure_needs, planned, devices, cache_dir).result()
+
+
+def _process_placement(todo, out, workers, options, log) -> placement.Placement:
+    """How many cells at once, where: one pool on the CPU (`auto`: one cell per core); on CUDA the
+    GPUs of `placement.cuda_devices`, with K lowered to what their free memory holds."""
+    devices = placement.cuda_devices(options.device)
+    if devices is None:
+        n = (os.cpu_count() or 1) if workers == "auto" else workers
+        return placement.Placement({options.device: n}, n)
+    found = _measure_in_fresh_process(todo, devices, Path(out) / ".cache")
+    fitted = placement.fit_workers(None if workers == "auto" else workers, found.needs, found.free)
+    for note in [*found.notes, *fitted.notes]:
+        log(note)
+    return fitted
+
+
+def _run_processes(todo, out, workers, options, summary, event, log) -> None:
+    if not todo:
+        return
+    where = _process_placement(todo, out, workers, options, log)
+    threads = max(1, (os.cpu_count() or 1) // where.workers)
+    slots = placement.Slots(where.per_device, where.workers)
+    queue = list(todo)
+    with contextlib.ExitStack() as stack:
+        pools = {
+            device: stack.enter_context(
+                ProcessPoolExecutor(
+                    max_workers=k,
+                    mp_context=get_context("spawn"),
+                    initializer=_init_worker,
+                    initargs=(os.getpid(), device),
+                )
+            )
+            for device, k in where.per_device.items()
+        }
+        pending: dict[Any, tuple[Cell, str | None]] = {}
+        while queue or pending:
+            while queue and slots.has_room():  # a cell starts on the least-loaded device
+                cell, device = queue.pop(0), slots.take()
+                event("start", cell, "")
+                run = dataclasses.replace(options, device=device)
+                future = pools[device].submit(_process_worker, cell, str(out), run, threads)
+                pending[future] = (cell, device)
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
-                cell = pending.pop(fut)
+                cell, device = pending.pop(fut)
+                slots.give_back(device)
                 try:
                     outcome = fut.result()
                 except Exception as exc:  # noqa: BLE001 - a worker died
@@ -346,7 +416,30 @@ def _ray_task(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run_ray(todo, out, address, options, summary, event) -> None:
+def ray_request(
+    cell: Cell, gpus_per_cell: float | None, device: str | None
+) -> tuple[dict[str, float], str | None]:
+    """(what the cell's Ray task reserves, the device it trains on). Its GPU share is its method
+    entry's ``num_gpus``, else `gpus_per_cell`, else a whole GPU when the grid asks for CUDA; a
+    task with a share trains on ``cuda`` (Ray makes its GPU the only one it sees)."""
+    gpus = cell.resources.get("num_gpus")
+    if gpus is None:
+        gpus = gpus_per_cell if gpus_per_cell is not None else 0.0
+        if gpus == 0 and device is not None and device.startswith("cuda"):
+            gpus = 1.0
+    wanted = {"num_cpus": cell.resources.get("num_cpus", 1), "num_gpus": gpus}
+    if not gpus:
+        return wanted, device
+    if device not in (None, "auto") and not device.startswith("cuda"):
+        raise MedadError(
+            f"{cell.label}: a share of {gpus:g} GPU asked for, but the grid runs on {device!r}; "
+            "use --device cuda (or auto)"
+        )
+    return wanted, "cuda"
+
+
+def _run_ray(todo, out, address, options, summary, event, gpus_per_cell=None) -> None:
+    requests = [ray_request(cell, gpus_per_cell, options.device) for cell in todo]
     try:
         import ray
     except ImportError:
@@ -362,11 +455,7 @@ def _run_ray(todo, out, address, options, summary, event) -> None:
         with store.keep_alive():
             remote = ray.remote(_ray_task)
             pending = {}
-            for cell in todo:
-                opts = {
-                    "num_cpus": cell.resources.get("num_cpus", 1),
-                    "num_gpus": cell.resources.get("num_gpus", 0),
-                }
+            for cell, (opts, task_device) in zip(todo, requests, strict=True):
                 claim = store.claim(cell.planned.row("running", cell.label), force=options.force)
                 if claim.outcome != "claimed":
                     why = "done" if claim.outcome == "done" else f"running elsewhere: {claim.lease}"
@@ -375,7 +464,8 @@ def _run_ray(todo, out, address, options, summary, event) -> None:
                 event("start", cell, "")
                 root = str(cell.data_root) if cell.data_root else None
                 threads = max(1, int(opts["num_cpus"]))
-                task = remote.options(**opts).remote(cell.planned.spec, root, options, threads)
+                run = dataclasses.replace(options, device=task_device)
+                task = remote.options(**opts).remote(cell.planned.spec, root, run, threads)
                 pending[task] = cell
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
