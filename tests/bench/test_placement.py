@@ -218,7 +218,10 @@ def test_a_cuda_process_grid_spreads_cells_over_gpus_within_what_fits(gpus, monk
         cells, tmp_path, executor="process", workers=4, device="cuda", log=notes.append
     )
     assert sorted(summary.done) == sorted(c.run_id for c in cells)
-    assert sorted(ThreadPool.made) == [(1, ("cuda:1",)), (2, ("cuda:0",))]  # a pool per GPU
+    assert sorted(ThreadPool.made) == [
+        (1, ("cuda:1", None)),
+        (2, ("cuda:0", None)),
+    ]  # a pool per GPU
     assert len(seen) == 4 and set(seen) == {"cuda:0", "cuda:1"}
     assert most["cuda:0"] <= 2 and most["cuda:1"] <= 1 and most["all"] == 3
     assert len(notes) == 1 and "running 3 at once instead" in notes[0]
@@ -336,8 +339,33 @@ def test_a_local_ray_schedules_fractional_gpu_cells_on_cuda(tmp_path):
 def test_each_worker_of_a_gpu_pool_makes_that_gpu_its_own(monkeypatch):
     chosen: list[str] = []
     monkeypatch.setattr(grid, "_exit_with_parent", lambda parent: None)
+    capped: list[tuple[float, str]] = []
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
-    grid._init_worker(1, "cuda:1")
-    grid._init_worker(1, "cpu")
+    monkeypatch.setattr(
+        torch.cuda, "set_per_process_memory_fraction", lambda f, d: capped.append((f, d))
+    )
+    grid._init_worker(1, "cuda:1", 0.25)
+    grid._init_worker(1, "cuda:0")
+    grid._init_worker(1, "cpu", 0.5)
     grid._init_worker(1, None)
-    assert chosen == ["cuda:1"]
+    assert chosen == ["cuda:1", "cuda:0"] and capped == [(0.25, "cuda:1")]
+
+
+def test_each_worker_is_capped_to_its_part_of_the_free_memory():
+    """K workers on a GPU each get free / K less the CUDA context, as a share of the GPU: a
+    large scoring batch then runs out of memory in its own process, not in its neighbours'."""
+    needs = {"ae": need(1.0)}  # 2 GiB per process with the context
+    fitted = fit_workers(
+        4,
+        needs,
+        {"cuda:0": 9 * GiB, "cuda:1": 4 * GiB},
+        total={"cuda:0": 10 * GiB, "cuda:1": 8 * GiB},
+    )
+    assert fitted.per_device == {"cuda:0": 4, "cuda:1": 2}
+    fraction = fitted.memory_fraction
+    assert fraction["cuda:0"] == pytest.approx((9 * GiB // 4 - CONTEXT_BYTES) / (10 * GiB))
+    assert fraction["cuda:1"] == pytest.approx((4 * GiB // 2 - CONTEXT_BYTES) / (8 * GiB))
+    sizes = {"cuda:0": 10 * GiB, "cuda:1": 8 * GiB}
+    for d in fitted.per_device:  # what each worker may hold covers what a cell was measured to need
+        assert fraction[d] * sizes[d] >= needs["ae"].peak_bytes + needs["ae"].data_bytes
+    assert fit_workers(4, needs, {"cuda:0": 9 * GiB}).memory_fraction == {}  # size unknown

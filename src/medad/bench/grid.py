@@ -310,14 +310,17 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="medad-parent-watch", daemon=True).start()
 
 
-def _init_worker(parent: int, device: str | None) -> None:
+def _init_worker(parent: int, device: str | None, memory_fraction: float | None = None) -> None:
     """Pool-worker initializer: exit with the grid (`_exit_with_parent`) and, in a pool of one
-    GPU, make it the process's current CUDA device (its context and kernels stay on it)."""
+    GPU, make it the process's current CUDA device (its context and kernels stay on it) and cap
+    its allocator to its share of that GPU (`placement.Placement.memory_fraction`)."""
     _exit_with_parent(parent)
     if device is not None and device.startswith("cuda"):
         import torch
 
         torch.cuda.set_device(device)
+        if memory_fraction is not None:
+            torch.cuda.set_per_process_memory_fraction(memory_fraction, device)
 
 
 def _measure_in_fresh_process(todo: list[Cell], devices: list[str], cache_dir: Path) -> Any:
@@ -341,7 +344,9 @@ def _process_placement(todo, out, workers, options, log) -> placement.Placement:
         n = (os.cpu_count() or 1) if workers == "auto" else workers
         return placement.Placement({options.device: n}, n)
     found = _measure_in_fresh_process(todo, devices, Path(out) / ".cache")
-    fitted = placement.fit_workers(None if workers == "auto" else workers, found.needs, found.free)
+    fitted = placement.fit_workers(
+        None if workers == "auto" else workers, found.needs, found.free, total=found.total
+    )
     for note in [*found.notes, *fitted.notes]:
         log(note)
     return fitted
@@ -361,7 +366,7 @@ def _run_processes(todo, out, workers, options, summary, event, log) -> None:
                     max_workers=k,
                     mp_context=get_context("spawn"),
                     initializer=_init_worker,
-                    initargs=(os.getpid(), device),
+                    initargs=(os.getpid(), device, where.memory_fraction.get(device)),
                 )
             )
             for device, k in where.per_device.items()

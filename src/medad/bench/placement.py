@@ -95,10 +95,12 @@ def _peak_reserved(dev: Any) -> int:
     return int(torch.cuda.max_memory_reserved(dev))
 
 
-def _free_bytes(device: str) -> int:
+def _memory_info(device: str) -> tuple[int, int]:
+    """(free, total) bytes of a GPU."""
     import torch
 
-    return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    free, total = torch.cuda.mem_get_info(torch.device(device))
+    return int(free), int(total)
 
 
 class ProbeFailed(MedadError):
@@ -179,11 +181,12 @@ def _first(split: Any, n: int) -> Any:
 @dataclass
 class Measured:
     """What `measure_needs` found: the need of each distinct `need_key` it could measure, the free
-    bytes of each device, and notes on the probes that failed."""
+    and total bytes of each device, and notes on the probes that failed."""
 
     needs: dict[str, MemoryNeed]
     free: dict[str, int]
     notes: list[str] = field(default_factory=list)
+    total: dict[str, int] = field(default_factory=dict)
 
 
 def measure_needs(
@@ -192,7 +195,10 @@ def measure_needs(
     """Free memory of each device (read before the probes run), then the probes, on the first
     device, each distinct (method, config) once. Meant for a short-lived process: the grid's own
     process then holds no CUDA context."""
-    found = Measured({}, {d: _free_bytes(d) for d in devices})
+    info = {d: _memory_info(d) for d in devices}
+    found = Measured(
+        {}, {d: f for d, (f, _) in info.items()}, total={d: t for d, (_, t) in info.items()}
+    )
     tried: set[str] = set()
     for planned in planned_runs:
         key = need_key(planned)
@@ -213,6 +219,12 @@ class Placement:
     per_device: dict[str | None, int]
     workers: int
     notes: list[str] = field(default_factory=list)
+    memory_fraction: dict[str | None, float] = field(default_factory=dict)
+    """Per GPU, the share of its memory each worker's caching allocator may hold
+    (`torch.cuda.set_per_process_memory_fraction`): its part of the free memory less the CUDA
+    context. A worker that asks for more (scoring starts at a large batch, `engine.predict`)
+    runs out of memory in its own process and halves its batch instead of starving the cells
+    beside it."""
 
 
 def fit_workers(
@@ -220,12 +232,15 @@ def fit_workers(
     needs: dict[str, MemoryNeed],
     free: dict[str, int],
     cpus: int | None = None,
+    total: dict[str, int] | None = None,
 ) -> Placement:
     """Place `workers` cells at once (None: ``--workers auto``, as many as fit, at most one per
     CPU core, since each worker drives its GPU from a CPU thread) on the GPUs of `free`, each
-    holding at most what its free memory allows for the largest need. Raises when not even one
+    holding at most what its free memory allows for the largest need, and each worker capped to
+    its part of that memory when `total` (each GPU's size) is known. Raises when not even one
     cell fits on any GPU."""
     cpus = cpus or os.cpu_count() or 1
+    size = total or {}
     if not needs:  # no probe succeeded: the cells will fail on their own; nothing to size K by
         total = workers or len(free)
         note = f"no cell's GPU memory could be measured: {total} at once, unchecked"
@@ -256,7 +271,12 @@ def fit_workers(
             "once instead"
         )
     per_device = {d: min(k, total) for d, k in fits.items() if k}
-    return Placement(per_device, total, notes)
+    fractions = {
+        d: min(1.0, (free[d] // k - CONTEXT_BYTES) / size[d])
+        for d, k in per_device.items()
+        if size.get(d)
+    }
+    return Placement(per_device, total, notes, fractions)
 
 
 class Slots:
