@@ -6,6 +6,7 @@ import gc
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -23,17 +24,30 @@ def _python(code: str) -> str:
     return done.stdout.strip()
 
 
-def test_loading_modules_pauses_the_collector_and_freezes_what_loaded() -> None:
+def test_loading_modules_pauses_the_collector_and_freezes_what_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "heavy_module_for_test.py").write_text("objects = [[] for _ in range(1000)]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
     assert gc.isenabled()
     before = gc.get_freeze_count()
     try:
         with loading_modules():
             assert not gc.isenabled()
-            loaded = [[] for _ in range(1000)]  # objects living as long as a module
+            import heavy_module_for_test  # noqa: F401
         assert gc.isenabled()
-        assert gc.get_freeze_count() >= before + len(loaded)
+        assert gc.get_freeze_count() >= before + 1000
     finally:
         gc.unfreeze()
+        sys.modules.pop("heavy_module_for_test", None)
+
+
+def test_loading_modules_freezes_nothing_when_nothing_loads() -> None:
+    before = gc.get_freeze_count()
+    with loading_modules():
+        garbage = [[] for _ in range(1000)]
+    assert gc.get_freeze_count() == before
+    del garbage
 
 
 def test_loading_modules_leaves_a_disabled_collector_disabled() -> None:

@@ -52,13 +52,17 @@ def keep_freed_memory() -> bool:
 
 @contextlib.contextmanager
 def loading_modules() -> Iterator[None]:
-    """Pause the cyclic garbage collector while heavy modules load; freeze what they created."""
-    enabled = gc.isenabled()
+    """Pause the cyclic garbage collector while heavy modules load; freeze what they created.
+
+    Nothing is frozen when no module was loaded (they were already): a process that runs the
+    command several times (tests) does not freeze the garbage of earlier runs."""
+    enabled, modules = gc.isenabled(), len(sys.modules)
     gc.disable()
     try:
         yield
     finally:
-        gc.freeze()
+        if len(sys.modules) > modules:
+            gc.freeze()
         if enabled:
             gc.enable()
 
