@@ -118,7 +118,8 @@ def reference_worker(data: Path, epochs: int, size: int, seed: int, out: Path) -
             self.names = [f.stem for f in files]
 
         def __getitem__(self, i: int) -> dict[str, Any]:
-            return {"img": self.transform(self.images[i]), "label": self.labels[i]}
+            image = self.transform(self.images[i])
+            return {"img": image, "label": self.labels[i], "name": self.names[i]}
 
         def __len__(self) -> int:
             return len(self.images)
