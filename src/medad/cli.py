@@ -55,6 +55,10 @@ def _main(
     ] = False,
 ) -> None:
     """Train, evaluate and compare anomaly-detection methods on medical images."""
+    from medad.process import freeze_at_exit, keep_freed_memory
+
+    keep_freed_memory()  # the process's settings: speed only, never results (medad.process)
+    freeze_at_exit()
 
 
 def _results_root(new: Path | None, old: Path | None, old_name: str = "--out") -> Path:
@@ -205,8 +209,11 @@ def run(
 
     A finished run with the same method, dataset, configuration and seed is reused (--force
     trains it again)."""
-    from medad.engine import TrainOptions
-    from medad.runs import execute, plan
+    from medad.process import loading_modules
+
+    with loading_modules():
+        from medad.engine import TrainOptions
+        from medad.runs import execute, plan
 
     if precision not in ("fp32", "bf16", "fp16"):
         raise _fail(f"--precision must be fp32, bf16 or fp16, got {precision!r}")

@@ -584,3 +584,24 @@ def test_empty_images(tmp_path: Path) -> None:
     empty_dcm = write_dicom(tmp_path / "empty.dcm", np.zeros((0, 0), np.uint16))
     with raises_naming(empty_dcm):
         read_image(empty_dcm)
+
+
+def test_png_data_and_the_run_command_load_neither_pydicom_nor_nibabel(tmp_path: Path) -> None:
+    # they cost a tenth of a second at start-up; only DICOM and NIfTI files need them
+    import os
+    import subprocess
+    import sys
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    code = (
+        "import sys\n"
+        "import medad.cli, medad.runs\n"
+        "from medad.data.readers import read_image\n"
+        f"read_image({str(tmp_path / 'a.png')!r})\n"
+        "print(sorted(m for m in ('pydicom', 'nibabel') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.strip() == "[]"

@@ -38,19 +38,18 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
-import nibabel as nib
 import numpy as np
-import pydicom
-from nibabel import orientations
 from PIL import Image
-from pydicom import uid
-from pydicom.dataset import FileMetaDataset
-from pydicom.errors import InvalidDicomError
-from pydicom.multival import MultiValue
 
 from medad.errors import MedadError
+
+if TYPE_CHECKING:
+    import pydicom
+
+# pydicom and nibabel are imported by the functions that read DICOM and NIfTI (a tenth of a second
+# at start-up that PNG and JPEG data, and `medad --help`, need not pay)
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -591,6 +590,9 @@ def _dicom_pixels(
     path: Path, *, frame: int | None, max_pixels: int | None = None
 ) -> tuple[pydicom.Dataset, np.ndarray]:
     """The dataset and its decoded pixels of one frame: (H, W) or (H, W, samples)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     with _decoding(path, "DICOM"):
         try:
             ds = pydicom.dcmread(path)
@@ -627,6 +629,9 @@ def _ensure_transfer_syntax(ds: pydicom.Dataset) -> None:
     pydicom needs (0002,0010) to decode pixels; for a raw data set it guessed the encoding while
     reading (``original_encoding``: implicit VR?, little endian?), which is what the file uses.
     """
+    from pydicom import uid
+    from pydicom.dataset import FileMetaDataset
+
     meta = getattr(ds, "file_meta", None)
     if meta is not None and "TransferSyntaxUID" in meta:
         return
@@ -654,6 +659,8 @@ def _dicom_modality_values(ds: pydicom.Dataset, pixels: np.ndarray) -> np.ndarra
 
 def _dicom_file_window(ds: pydicom.Dataset) -> tuple[float, float, str] | None:
     """The first (center, width, function) the file declares, or None if it has no usable one."""
+
+    from pydicom.multival import MultiValue
 
     def first(value: object) -> float | None:
         if isinstance(value, MultiValue | list | tuple):
@@ -749,6 +756,9 @@ def nifti_depth(volume_path: str | os.PathLike[str]) -> int:
     `read_image` reads as one 2-D image instead.
     """
     path = _existing_file(volume_path)
+    import nibabel as nib
+    from nibabel import orientations
+
     with _decoding(path, "NIfTI"):
         img = nib.load(path)
         shape = tuple(img.shape) + (1,) * max(0, 3 - len(img.shape))
@@ -772,6 +782,9 @@ def nifti_volume_from_axial(stack: np.ndarray, volume_path: str | os.PathLike[st
     shape (3-D, or the file's shape when it carries trailing singleton axes).
     """
     path = _existing_file(volume_path)
+    import nibabel as nib
+    from nibabel import orientations
+
     with _decoding(path, "NIfTI"):
         img = nib.load(path)
         shape = tuple(img.shape)
@@ -795,6 +808,9 @@ def _load_canonical(
     path = _existing_file(path)
     if _detect_format(path) != "nifti":
         raise MedadError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
+    import nibabel as nib
+    from nibabel import orientations
+
     with _decoding(path, "NIfTI"):
         img = nib.load(path)
         if not hasattr(img, "dataobj") or getattr(img, "affine", None) is None:
