@@ -10,8 +10,9 @@ torch.compile / channels-last for the AE training step, on the CPU (or `--device
   CutPaste one-stage (its ResNet18 U-Net at 64², crops of 48; synthetic anomalies made ahead in
   medad's background thread and in the step in the bare loop). Time per step, median over the
   epochs after the first (a warm-up, also for torch.compile).
-* scoring: `engine.predict` at the method's batch size against batch size 1 (the study's
-  evaluation loop), AE on the test split.
+* scoring: `engine.predict` at its default batch against batch size 1, and against the study's
+  evaluation loop (batch 1 through a DataLoader over PIL images, ToTensor/Normalize per item,
+  the input requiring gradients: `study_ae.study_scores`), AE on the test split.
 * AE step variants (bare loop): eager, channels-last tensors, `torch.compile` (inductor), both;
   adopted as an option only when ≥ 1.2× faster (issue 16).
 
@@ -25,6 +26,7 @@ import statistics
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from medad import engine
@@ -108,15 +110,42 @@ def bare_step(
     return statistics.median(times[1:])  # the first epoch warms up (compiles)
 
 
-def scoring(n: int, device: torch.device) -> tuple[float, float]:
+def scoring(n: int, device: torch.device, repeat: int = 3) -> dict[str, float]:
+    """Seconds to score the AE's test split: `engine.predict` batched (its default batch) and at
+    batch size 1, and the study's evaluation loop (`study_ae.study_scores`: a DataLoader of batch
+    1 over PIL images with ToTensor/Normalize per item, the input requiring gradients). Each is
+    warmed up once, then the best of `repeat` counts. The scores of all three must agree."""
+    from PIL import Image
+    from study_ae import PILImages, study_scores, study_transform
+    from torch.utils.data import DataLoader
+
     cls, config, pre, train, test, ds = setup("ae", n, 1, device)
     method = engine.create_method(cls, config, ds.channels, 0)
-    result = []
-    for batch_size in (config.batch_size, 1):
-        start = time.perf_counter()
-        engine.predict(method, test, pre, device=device, batch_size=batch_size)
-        result.append(time.perf_counter() - start)
-    return result[0], result[1]
+    pil = [Image.fromarray(image[0]) for image in test.images]  # [N, 1, H, W] uint8
+    loader = DataLoader(PILImages(pil, list(test.labels), study_transform()), batch_size=1)
+
+    def ours(batch_size: int | None):
+        return lambda: engine.predict(method, test, pre, device=device, batch_size=batch_size)
+
+    def study():
+        return study_scores(method.net.to(device), loader)
+
+    runs = {"batched": ours(None), "batch size 1": ours(1), "study loop (batch 1)": study}
+    seconds, scores = {}, {}
+    for label, run in runs.items():
+        out = run()  # warm-up
+        scores[label] = out.image_scores if hasattr(out, "image_scores") else out[0]
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        seconds[label] = min(times)
+    first = scores["batched"]
+    for label, values in scores.items():  # same network, same images: the same scores
+        if not np.allclose(values, first, rtol=1e-4, atol=1e-6):
+            raise SystemExit(f"scoring: {label} disagrees with the batched scores")
+    return seconds
 
 
 def main() -> None:
@@ -134,11 +163,11 @@ def main() -> None:
         ours = medad_step(name, args.n, args.epochs, device)
         bare = bare_step(name, args.n, args.epochs, device)
         print(f"{name:<22}{1e3 * ours:>12.1f}{1e3 * bare:>12.1f}{bare / ours:>11.2f}x")
-    batched, single = scoring(args.n, device)
-    print(
-        f"scoring 64 test images: batched {batched:.2f} s, batch size 1 {single:.2f} s, "
-        f"{single / batched:.1f}x"
-    )
+    times = scoring(args.n, device)
+    batched = times["batched"]
+    print(f"scoring 64 test images (AE, best of 3){'s':>11}{'vs batched':>12}")
+    for label, seconds in times.items():
+        print(f"  {label:<34}{seconds:>8.3f}{seconds / batched:>11.1f}x")
     print(f"{'AE step variant':<28}{'ms':>8}{'vs eager':>10}")
     eager = bare_step("ae", args.n, args.epochs, device)
     variants = {

@@ -86,6 +86,54 @@ def write_dataset(root: Path, n_train: int, n_test: int, size: int) -> None:
 # the study's loop (runs in its own process: `--reference-worker`)
 
 
+# ---------------------------------------------------------------------------------------------
+# the study's data path and evaluation loop (also the batch-1 reference of benchmarks/engine.py)
+
+
+def study_transform() -> Any:
+    """The study's per-item transform of a grayscale PIL image: ToTensor, Normalize(0.5, 0.5)."""
+    from torchvision import transforms
+
+    return transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+
+
+class PILImages:
+    """The study's Dataset: images decoded once and kept as PIL images; the transform runs on
+    every item (every epoch in training, every evaluation in scoring)."""
+
+    def __init__(self, images: list[Any], labels: list[int], transform: Any) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"img": self.transform(self.images[i]), "label": self.labels[i]}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def study_scores(net: Any, test_loader: Any) -> tuple[Any, Any]:
+    """The study's evaluation of its AE (`ae_worker.eval_func`): batch size 1, the network's
+    parameters frozen but the input requiring gradients (it scores without ``torch.no_grad``,
+    for its gradient-based variants), the squared error as map and its mean as the image score.
+    Returns (scores, labels) as NumPy arrays; the parameters require gradients again after."""
+    import numpy as np
+    import torch
+
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad = False
+    maps, labels = [], []
+    for batch in test_loader:
+        img = batch["img"]
+        img.requires_grad = True
+        maps.append(((img - net(img)) ** 2).detach().cpu())
+        labels.append(batch["label"].item())
+    for p in net.parameters():
+        p.requires_grad = True
+    scores = torch.mean(torch.cat(maps), dim=[1, 2, 3]).numpy()
+    return scores, np.array(labels)
+
+
 def reference_worker(data: Path, epochs: int, size: int, seed: int, out: Path) -> None:
     """The study's training and evaluation loop (see the module docstring); prints JSON."""
     marks: dict[str, float] = {"start": time.perf_counter()}
@@ -97,8 +145,8 @@ def reference_worker(data: Path, epochs: int, size: int, seed: int, out: Path) -
     from PIL import Image
     from scipy import ndimage  # noqa: F401 - the study's dataload.py imports it at top level
     from sklearn import metrics
-    from torch.utils.data import DataLoader, Dataset
-    from torchvision import transforms
+    from torch.utils.data import DataLoader
+    from torchvision import transforms  # noqa: F401 - the study imports it at top level
 
     marks["imports"] = time.perf_counter()
     # medad's module stands in for the study's few lines of networks/ae.py: not counted
@@ -109,20 +157,8 @@ def reference_worker(data: Path, epochs: int, size: int, seed: int, out: Path) -
     def open_resized(path: Path) -> Image.Image:
         return Image.open(path).convert("L").resize((size, size), resample=Image.BILINEAR)
 
-    class PILImages(Dataset):
-        """Images decoded once and kept as PIL images; the transform runs on every item."""
-
-        def __init__(self, files: list[Path], labels: list[int], transform: Any) -> None:
-            self.images = Parallel(n_jobs=-1)(delayed(open_resized)(f) for f in files)
-            self.labels, self.transform = labels, transform
-            self.names = [f.stem for f in files]
-
-        def __getitem__(self, i: int) -> dict[str, Any]:
-            image = self.transform(self.images[i])
-            return {"img": image, "label": self.labels[i], "name": self.names[i]}
-
-        def __len__(self) -> int:
-            return len(self.images)
+    def decoded(files: list[Path]) -> list[Image.Image]:
+        return Parallel(n_jobs=-1)(delayed(open_resized)(f) for f in files)
 
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 - the study seeds NumPy's global generator
@@ -130,37 +166,25 @@ def reference_worker(data: Path, epochs: int, size: int, seed: int, out: Path) -
     net = AutoEncoder(1, size)  # the paper's AE: latent 16, width 16, FC 1024 (its defaults)
     optimizer = torch.optim.Adam(net.parameters(), 1e-3, weight_decay=0.0)
 
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+    transform = study_transform()
     train_files = sorted((data / "train" / "normal").glob("*.png"))
     normal = sorted((data / "test" / "normal").glob("*.png"))
     abnormal = sorted((data / "test" / "abnormal").glob("*.png"))
-    train_set = PILImages(train_files, [0] * len(train_files), transform)
-    test_set = PILImages(normal + abnormal, [0] * len(normal) + [1] * len(abnormal), transform)
+    train_set = PILImages(decoded(train_files), [0] * len(train_files), transform)
+    test_labels = [0] * len(normal) + [1] * len(abnormal)
+    test_set = PILImages(decoded(normal + abnormal), test_labels, transform)
     train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
     test_loader = DataLoader(test_set, batch_size=1, shuffle=False)
     marks["load"] = time.perf_counter()
 
     def evaluate() -> dict[str, float]:
-        net.eval()
-        for p in net.parameters():
-            p.requires_grad = False
-        maps, labels = [], []
-        for batch in test_loader:  # batch size 1, gradients on, as the study scores
-            img = batch["img"]
-            img.requires_grad = True
-            maps.append(((img - net(img)) ** 2).detach().cpu())
-            labels.append(batch["label"].item())
-        scores = torch.mean(torch.cat(maps), dim=[1, 2, 3]).numpy()
-        y = np.array(labels)
-        result = {
+        scores, y = study_scores(net, test_loader)
+        return {
             "auroc": float(metrics.roc_auc_score(y, scores)),
             "ap": float(metrics.average_precision_score(y, scores)),
             "normal_score": float(np.mean(scores[y == 0])),
             "abnormal_score": float(np.mean(scores[y == 1])),
         }
-        for p in net.parameters():
-            p.requires_grad = True
-        return result
 
     train_s = eval_s = 0.0
     result: dict[str, float] = {}

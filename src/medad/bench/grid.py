@@ -284,6 +284,9 @@ def _run_here(
 def _process_worker(cell: Cell, out: str, options: RunOptions, threads: int) -> Outcome:
     import torch
 
+    from medad.process import keep_freed_memory
+
+    keep_freed_memory()  # as in the medad command: speed only (`medad.process`)
     torch.set_num_threads(threads)
     return _run_here(cell, Path(out), options)
 
@@ -397,6 +400,9 @@ def _ray_task(
     """Runs on a Ray worker: produce the run folder locally and ship it back as a tar archive."""
     import torch
 
+    from medad.process import keep_freed_memory
+
+    keep_freed_memory()  # as in the medad command: speed only (`medad.process`)
     torch.set_num_threads(threads)  # as many threads as CPUs reserved for the task
     work = Path(tempfile.mkdtemp(prefix="medad-ray-"))
     try:
