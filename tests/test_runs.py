@@ -147,7 +147,9 @@ def test_precision_and_compile_enter_the_run_id_only_when_asked():
     checked = _spec()
     checked.train_options = TrainOptions(check_every=7)  # changes no number: same run
     assert runs.plan(checked).run_id == plain.run_id
-    for options in (TrainOptions(precision="bf16"), TrainOptions(compile=True)):
+    variants = [TrainOptions(precision="bf16"), TrainOptions(compile=True)]
+    variants.append(TrainOptions(channels_last=True))
+    for options in variants:
         spec = _spec()
         spec.train_options = options
         planned = runs.plan(spec)
@@ -170,3 +172,32 @@ def test_cli_run_trains_in_bf16_and_compresses_predictions_when_asked(tmp_path):
         assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_DEFLATED}
     bad = CliRunner().invoke(app, [*args, "--precision", "fp64"])
     assert bad.exit_code == 2 and "fp64" in bad.output
+
+
+def test_cli_run_in_channels_last_scores_a_reloaded_model_in_it_too(tmp_path):
+    """`--channels-last` trains and scores with NHWC weights; `load_run` rebuilds the model in
+    the same memory format, so `medad predict` scores as the run did."""
+    import torch
+
+    from medad.inference import load_run
+
+    args = ["run", "-m", "ae", "-d", "synth-brain", "--epochs", "1", "--set", "batch_size=8"]
+    args += [f"--data-option={k}={v}" for k, v in TINY.items()]
+    args += ["-r", str(tmp_path), "--device", "cpu", "--json"]
+    plain = CliRunner().invoke(app, args)
+    assert plain.exit_code == 0, plain.output
+    nhwc = CliRunner().invoke(app, [*args, "--channels-last"])
+    assert nhwc.exit_code == 0, nhwc.output
+    rows = {r.run_id: r for r in ResultsStore(tmp_path).rows()}
+    assert len(rows) == 2  # two configurations, two runs
+    (run_dir,) = [
+        tmp_path / r.run_dir
+        for r in rows.values()
+        if "channels_last: true" in (tmp_path / r.run_dir / "config.yaml").read_text()
+    ]
+    loaded = load_run(run_dir, device="cpu")
+    conv = next(p for p in loaded.method.parameters() if p.dim() == 4 and p.shape[1] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    scores = {r.run_id: r.metrics["image_auroc"] for r in rows.values()}
+    values = list(scores.values())
+    assert values[0] == pytest.approx(values[1], abs=0.05)  # the same training, other digits

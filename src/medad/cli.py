@@ -198,6 +198,14 @@ def run(
             "--compile", help="torch.compile the training step (CUDA graphs on CUDA; run id)."
         ),
     ] = False,
+    channels_last: Annotated[
+        bool,
+        typer.Option(
+            "--channels-last",
+            help="Channels-last (NHWC) weights and activations: faster convolutions, last "
+            "digits change (run id).",
+        ),
+    ] = False,
     compress_predictions: Annotated[
         bool,
         typer.Option(
@@ -227,7 +235,9 @@ def run(
             parse_assignments(set_, "--set"),
             parse_assignments(data_option, "--data-option"),
             epochs,
-            TrainOptions(precision=precision, compile=compile_),  # type: ignore[arg-type]
+            TrainOptions(  # type: ignore[arg-type]
+                precision=precision, compile=compile_, channels_last=channels_last
+            ),
         )
         if dry_run:
             planned = plan(spec, data_root, open_data=False)
