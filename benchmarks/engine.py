@@ -122,7 +122,8 @@ def scoring(n: int, device: torch.device, repeat: int = 3) -> dict[str, float]:
     cls, config, pre, train, test, ds = setup("ae", n, 1, device)
     method = engine.create_method(cls, config, ds.channels, 0)
     pil = [Image.fromarray(image[0]) for image in test.images]  # [N, 1, H, W] uint8
-    loader = DataLoader(PILImages(pil, list(test.labels), study_transform()), batch_size=1)
+    items = PILImages(pil, list(test.labels), study_transform(), list(test.ids))
+    loader = DataLoader(items, batch_size=1)
 
     def ours(batch_size: int | None):
         return lambda: engine.predict(method, test, pre, device=device, batch_size=batch_size)

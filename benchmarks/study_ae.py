@@ -101,13 +101,17 @@ def study_transform() -> Any:
 
 class PILImages:
     """The study's Dataset: images decoded once and kept as PIL images; the transform runs on
-    every item (every epoch in training, every evaluation in scoring)."""
+    every item (every epoch in training, every evaluation in scoring), and items carry their
+    image's name, as the study's do."""
 
-    def __init__(self, images: list[Any], labels: list[int], transform: Any) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
+    def __init__(
+        self, images: list[Any], labels: list[int], transform: Any, names: list[str]
+    ) -> None:
+        self.images, self.labels, self.transform, self.names = images, labels, transform, names
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"img": self.transform(self.images[i]), "label": self.labels[i]}
+        image = self.transform(self.images[i])
+        return {"img": image, "label": self.labels[i], "name": self.names[i]}
 
     def __len__(self) -> int:
         return len(self.images)
@@ -172,9 +176,12 @@ def reference_worker(data: Path, epochs: int, size: int, seed: int, out: Path) -
     train_files = sorted((data / "train" / "normal").glob("*.png"))
     normal = sorted((data / "test" / "normal").glob("*.png"))
     abnormal = sorted((data / "test" / "abnormal").glob("*.png"))
-    train_set = PILImages(decoded(train_files), [0] * len(train_files), transform)
+    train_set = PILImages(
+        decoded(train_files), [0] * len(train_files), transform, [f.stem for f in train_files]
+    )
+    test_files = normal + abnormal
     test_labels = [0] * len(normal) + [1] * len(abnormal)
-    test_set = PILImages(decoded(normal + abnormal), test_labels, transform)
+    test_set = PILImages(decoded(test_files), test_labels, transform, [f.stem for f in test_files])
     train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
     test_loader = DataLoader(test_set, batch_size=1, shuffle=False)
     marks["load"] = time.perf_counter()
