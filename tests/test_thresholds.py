@@ -47,9 +47,23 @@ def test_a_validation_split_is_held_out_before_training(tmp_path):
     assert default.run_id != result.run_id
 
 
+def test_fewer_training_images_can_set_the_thresholds_of_a_slow_scorer(tmp_path):
+    """`threshold_images` bounds the in-sample images scored for the thresholds (a diffusion
+    method on a CPU takes tens of seconds per image); it is a protocol change: its own run id."""
+    spec = _spec(threshold_images=5)
+    _, resolved = runs.resolve_config(spec)
+    assert resolved["protocol"] == {"threshold_images": 5}
+    result = runs.execute(spec, tmp_path, device="cpu", progress=False)
+    thresholds = Thresholds.load(result.run_dir)
+    assert thresholds.source == "train" and thresholds.n_images == 5
+    assert result.run_id != runs.plan(_spec()).run_id
+
+
 def test_a_bad_protocol_is_a_clear_error():
     with pytest.raises(MedadError, match="validation_fraction"):
         runs.resolve_config(_spec(validation_fraction=1.5))
+    with pytest.raises(MedadError, match="threshold_images"):
+        runs.resolve_config(_spec(threshold_images=0))
 
 
 def test_a_bench_file_sets_the_protocol_for_every_method():

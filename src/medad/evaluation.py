@@ -54,7 +54,8 @@ THRESHOLD_METRICS = (
 )
 #: file in the run folder holding the thresholds (`Thresholds.as_dict`)
 THRESHOLDS_FILE = "thresholds.json"
-#: most training images scored for in-sample thresholds (bounds the extra scoring time)
+#: most training images scored for in-sample thresholds by default (bounds the extra scoring
+#: time; `Protocol.threshold_images` changes it)
 MAX_TRAIN_IMAGES_SCORED = 256
 
 
@@ -70,6 +71,10 @@ class Protocol(BaseModel):
     all, as the study; thresholds then come from the training images' in-sample scores)."""
     threshold_fpr: float = Field(0.05, gt=0, lt=1)
     """Target false-positive rate on normal images and on normal pixels (Neyman-Pearson style)."""
+    threshold_images: int = Field(MAX_TRAIN_IMAGES_SCORED, ge=1)
+    """Most training images scored in-sample for the thresholds when none are held out (a subset
+    drawn with the run's seed); lower it for methods that score slowly, such as the diffusion
+    methods on a CPU (tens of seconds per image): fewer images, coarser thresholds."""
 
 
 def split_protocol(values: dict[str, Any]) -> tuple[Protocol, dict[str, Any]]:

@@ -288,7 +288,9 @@ def produce(
     test_split = load_split(dataset, "test", pre, cache_dir)
     protocol = Protocol(**planned.resolved.get("protocol", {}))
     held_out = validation_indices(len(train_split), protocol.validation_fraction, spec.seed)
-    train_split, normal_split = _hold_out(train_split, held_out, spec.seed)
+    train_split, normal_split = _hold_out(
+        train_split, held_out, spec.seed, protocol.threshold_images
+    )
     InputProfile.of(train_split).save(folder)  # `medad predict` warns on inputs unlike these
     log(
         f"data {spec.dataset}: train {len(train_split)}, test {len(test_split)} "
@@ -330,9 +332,14 @@ def produce(
     return metrics, time.perf_counter() - start
 
 
-def _hold_out(train: ArraySplit, held_out: np.ndarray, seed: int) -> tuple[ArraySplit, ArraySplit]:
+def _hold_out(
+    train: ArraySplit,
+    held_out: np.ndarray,
+    seed: int,
+    most: int = MAX_TRAIN_IMAGES_SCORED,
+) -> tuple[ArraySplit, ArraySplit]:
     """(images to train on, normal images to set thresholds on): the held-out ones when there
-    are any, else up to `MAX_TRAIN_IMAGES_SCORED` of the training images themselves (in-sample)."""
+    are any, else up to `most` of the training images themselves (in-sample)."""
 
     def subset(idx: np.ndarray) -> ArraySplit:
         masks = train.masks[idx] if train.masks is not None else None
@@ -341,7 +348,7 @@ def _hold_out(train: ArraySplit, held_out: np.ndarray, seed: int) -> tuple[Array
     if len(held_out):
         keep = np.setdiff1d(np.arange(len(train)), held_out)
         return subset(keep), subset(held_out)
-    n = min(len(train), MAX_TRAIN_IMAGES_SCORED)
+    n = min(len(train), most)
     scored = np.sort(np.random.default_rng([seed, 7919]).choice(len(train), n, replace=False))
     return train, subset(scored)
 
