@@ -587,11 +587,16 @@ def bench(
     ids = {c.run_id for c in cells}
     rows = [r for r in ResultsStore(root).rows() if r.run_id in ids]
     if any(r.status == "done" for r in rows):
-        table = summarize(rows, ["image_auroc", "image_ap"])
+        metrics = ["image_auroc", "image_ap"]
+        table = summarize(rows, metrics)
         if json_:
             print(json.dumps(records(table)))
-        else:
+        elif len(table.datasets) == 1:
             console.print(to_rich(table, title=exp.name))
+        else:  # one table per dataset: each fits a terminal, however many datasets
+            for dataset in table.datasets:
+                part = summarize([r for r in rows if r.dataset == dataset], metrics)
+                console.print(to_rich(part, title=f"{exp.name}: {dataset}"))
     if summary.any_failed:
         n = len(summary.failed) + len(summary.failed_before)
         err_console.print(

@@ -112,6 +112,27 @@ def test_bench_prints_one_line_per_event_off_a_terminal(tmp_path):
     ], res.stderr
 
 
+def test_bench_summary_is_one_table_per_dataset_that_fits_100_columns(tmp_path, monkeypatch):
+    from medad import cli
+
+    exp = tmp_path / "exp.yaml"
+    data = "{n_train: 16, n_test_normal: 4, n_test_abnormal: 4, size: 32}"
+    exp.write_text(
+        "name: two\nmethods: [ae, {name: ae, label: ae-with-a-long-label, set: {lr: 0.002}}]\n"
+        f"datasets:\n  - {{name: synth-brain, options: {data}}}\n"
+        f"  - {{name: synth-chest, options: {data}}}\nseeds: [0]\nset: {{epochs: 1}}\n"
+    )
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=buf, width=100, color_system=None))
+    res = CliRunner().invoke(app, ["bench", str(exp), "-r", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    out = buf.getvalue()
+    assert "two: synth-brain" in out and "two: synth-chest" in out, out
+    assert max(map(len, out.splitlines())) <= 100, out
+    figures = [x for x in out.splitlines() if "ae-with-a-long-label" in x]
+    assert len(figures) == 2 and all(x.count(".") >= 2 for x in figures), out  # both metrics
+
+
 def test_run_bar_names_method_and_dataset_and_never_shows_nan(monkeypatch):
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, width=160)
