@@ -46,13 +46,24 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-def setup(name: str, n: int, epochs: int, device: torch.device) -> tuple[Any, ...]:
+def brain_setup(name: str, overrides: dict[str, Any], n: int, n_test: int = 32) -> tuple[Any, ...]:
+    """(class, config, preprocess, train split, test split, dataset) of method `name` with
+    `overrides` on `n` synthetic brain images at its image size, `n_test` + `n_test` to test."""
     cls = method_class(name)
-    config = build_config(cls, {**CASES[name], "epochs": epochs})
-    size = config.image_size
-    ds = get_dataset("synth-brain", n_train=n, n_test_normal=32, n_test_abnormal=32, size=size)
+    config = build_config(cls, overrides)
+    ds = get_dataset(
+        "synth-brain",
+        n_train=n,
+        n_test_normal=n_test,
+        n_test_abnormal=n_test,
+        size=config.image_size,
+    )
     pre = cls.preprocess(config, ds.channels)
     return cls, config, pre, load_split(ds, "train", pre), load_split(ds, "test", pre), ds
+
+
+def setup(name: str, n: int, epochs: int, device: torch.device) -> tuple[Any, ...]:
+    return brain_setup(name, {**CASES[name], "epochs": epochs}, n)
 
 
 def medad_step(name: str, n: int, epochs: int, device: torch.device) -> float:

@@ -27,11 +27,9 @@ import time
 
 import numpy as np
 import torch
+from engine import brain_setup  # benchmarks/engine.py (medad.engine is `engine` below)
 
 from medad import engine
-from medad.data.base import get_dataset
-from medad.data.loading import load_split
-from medad.methods.base import build_config, method_class
 
 
 def _sync(device: torch.device) -> None:
@@ -39,27 +37,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _data(name: str, overrides: dict, n: int, n_test: int = 32):
-    cls = method_class(name)
-    config = build_config(cls, overrides)
-    ds = get_dataset(
-        "synth-brain",
-        n_train=n,
-        n_test_normal=n_test,
-        n_test_abnormal=n_test,
-        size=config.image_size,
-    )
-    pre = cls.preprocess(config, ds.channels)
-    return cls, config, ds, pre, load_split(ds, "train", pre), load_split(ds, "test", pre)
-
-
 def train_seconds(name, overrides, n, device, options=None) -> tuple[float, object]:
     """Wall time of `engine.train` after a one-epoch warm-up run of the same variant."""
     warm = {**overrides, "epochs": 1}
-    cls, config, ds, pre, train, test = _data(name, warm, n)
+    cls, config, pre, train, test, ds = brain_setup(name, warm, n)
     method = engine.create_method(cls, config, ds.channels, 0)
     engine.train(method, train, pre, device=device, progress=False, options=options)
-    cls, config, ds, pre, train, test = _data(name, overrides, n)
+    cls, config, pre, train, test, ds = brain_setup(name, overrides, n)
     method = engine.create_method(cls, config, ds.channels, 0)
     _sync(device)
     start = time.perf_counter()
@@ -112,7 +96,7 @@ def main() -> None:
     print(f"DAE: one epoch of {args.dae_n} images at 128²: {seconds:.2f} s")
 
     backbone = patchcore_backbone()
-    cls, config, ds, pre_pc, train_pc, _ = _data("patchcore", backbone, args.patchcore_n)
+    cls, config, pre_pc, train_pc, _, ds = brain_setup("patchcore", backbone, args.patchcore_n)
     pc = engine.create_method(cls, config, ds.channels, 0)
     _sync(device)
     start = time.perf_counter()

@@ -110,6 +110,15 @@ def _fits_on(device: torch.device, n_bytes: int) -> bool:
     return n_bytes <= free // 4
 
 
+def place(method: Method, device: torch.device, options: TrainOptions) -> Method:
+    """Move `method` to `device`, in the memory format `options` ask for (channels-last): where
+    it trains, and where a reloaded run scores (`medad.inference.load_run`)."""
+    method.to(device)
+    if options.channels_last:
+        method.to(memory_format=torch.channels_last)
+    return method
+
+
 def resolve_device(device: str | None = None) -> torch.device:
     """``None``/``"auto"`` picks CUDA when available, else Apple MPS, else the CPU."""
     if device in (None, "auto"):
@@ -297,9 +306,7 @@ def train(
     seed_everything(seed)
     _autotune(dev)
     method.rng = np.random.default_rng(seed)
-    method.to(dev)
-    if options.channels_last:
-        method.to(memory_format=torch.channels_last)
+    place(method, dev, options)
     gen = torch.Generator().manual_seed(seed)
     bs = method.config.batch_size
     data, holdout = split_holdout(data, method.holdout_fraction(), seed)

@@ -107,9 +107,8 @@ def load_run(run_dir: Path, device: str | None = None) -> LoadedRun:
         method.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the same user error
         raise MedadError(f"{ckpt}: cannot load the checkpoint ({exc})") from None
-    method.to(dev).eval()
-    if (cfg.get("training") or {}).get("channels_last"):  # scored as it was trained
-        method.to(memory_format=torch.channels_last)
+    options = engine.TrainOptions(**(cfg.get("training") or {}))  # scored as it was trained
+    engine.place(method, dev, options).eval()
     pred = ref = None
     if (run_dir / "predictions.npz").is_file():
         pred = Predictions.load(run_dir / "predictions.npz")

@@ -281,13 +281,19 @@ def _run_here(
         return Outcome("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
 
 
-def _process_worker(cell: Cell, out: str, options: RunOptions, threads: int) -> Outcome:
+def _worker_settings(threads: int) -> None:
+    """What a process or Ray worker sets before its cell: the medad command's allocator setting
+    (speed only, `medad.process`) and its share of the CPU threads."""
     import torch
 
     from medad.process import keep_freed_memory
 
-    keep_freed_memory()  # as in the medad command: speed only (`medad.process`)
+    keep_freed_memory()
     torch.set_num_threads(threads)
+
+
+def _process_worker(cell: Cell, out: str, options: RunOptions, threads: int) -> Outcome:
+    _worker_settings(threads)
     return _run_here(cell, Path(out), options)
 
 
@@ -398,12 +404,7 @@ def _ray_task(
     spec: runs.RunSpec, data_root: str | None, options: RunOptions, threads: int
 ) -> dict[str, Any]:
     """Runs on a Ray worker: produce the run folder locally and ship it back as a tar archive."""
-    import torch
-
-    from medad.process import keep_freed_memory
-
-    keep_freed_memory()  # as in the medad command: speed only (`medad.process`)
-    torch.set_num_threads(threads)  # as many threads as CPUs reserved for the task
+    _worker_settings(threads)  # as many threads as CPUs reserved for the task
     work = Path(tempfile.mkdtemp(prefix="medad-ray-"))
     try:
         planned = runs.plan(spec, Path(data_root) if data_root else None)
